@@ -1,0 +1,187 @@
+//! Turns drained kernel maps into raw samples (addresses, not yet symbols) and accumulates them,
+//! capturing each process's mappings while it is alive.
+
+use std::collections::HashMap;
+
+use profiler_common::{stack_error, COMM_LEN};
+#[cfg(test)]
+use profiler_common::SampleKey;
+
+use crate::{ebpf::Drained, process::ProcessTable};
+
+/// One side (user or kernel) of a sampled stack.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum RawStack {
+    /// Instruction pointers, innermost first.
+    Frames(Vec<u64>),
+    /// No stack of this kind: a user-mode sample has no kernel stack, a kernel thread no user
+    /// stack.
+    None,
+    /// The stack was lost; the sample still counts.
+    Lost(StackLoss),
+}
+
+/// Why a stack was lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StackLoss {
+    /// Another stack occupied the stack map bucket.
+    Collision,
+    /// The stack map was full.
+    MapFull,
+    /// The kernel returned another error (negated errno).
+    Error(i32),
+    /// The stack id was not found when draining.
+    Unreadable,
+}
+
+impl StackLoss {
+    /// The frame name shown in place of the lost stack.
+    pub fn frame_name(self) -> &'static str {
+        match self {
+            StackLoss::Collision => "[stack lost: map collision]",
+            StackLoss::MapFull => "[stack lost: map full]",
+            StackLoss::Error(_) => "[stack lost: error]",
+            StackLoss::Unreadable => "[stack lost: unreadable]",
+        }
+    }
+}
+
+/// A sample key with its stacks resolved to addresses.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RawSample {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub user: RawStack,
+    pub kernel: RawStack,
+}
+
+/// Samples accumulated over drains, with what is needed to symbolize them later.
+#[derive(Debug, Default)]
+pub struct Collector {
+    pub samples: HashMap<RawSample, u64>,
+    pub processes: ProcessTable,
+    /// Map entries that could not be read back while draining.
+    pub read_errors: u64,
+}
+
+impl Collector {
+    /// Adds one drained slot: resolves stack ids, records mappings of the processes seen.
+    pub fn absorb(&mut self, drained: Drained) {
+        self.read_errors += drained.read_errors;
+        for (key, count) in drained.counts {
+            let sample = RawSample {
+                pid: key.pid,
+                tid: key.tid,
+                comm: comm_to_string(&key.comm),
+                user: resolve_stack(key.user_stack_id, &drained.stacks),
+                kernel: resolve_stack(key.kernel_stack_id, &drained.stacks),
+            };
+            if let RawStack::Frames(frames) = &sample.user {
+                self.processes.observe(sample.pid, frames.iter().copied());
+            }
+            *self.samples.entry(sample).or_default() += count;
+        }
+    }
+
+    /// Total samples accumulated.
+    pub fn total(&self) -> u64 {
+        self.samples.values().sum()
+    }
+
+    /// Samples whose user or kernel stack was lost, by reason.
+    pub fn losses(&self) -> HashMap<StackLoss, u64> {
+        let mut losses = HashMap::new();
+        for (sample, count) in &self.samples {
+            for stack in [&sample.user, &sample.kernel] {
+                if let RawStack::Lost(loss) = stack {
+                    *losses.entry(*loss).or_default() += count;
+                }
+            }
+        }
+        losses
+    }
+}
+
+fn resolve_stack(id: i32, stacks: &HashMap<u32, Vec<u64>>) -> RawStack {
+    if id >= 0 {
+        return match stacks.get(&id.unsigned_abs()) {
+            Some(frames) if !frames.is_empty() => RawStack::Frames(frames.clone()),
+            _ => RawStack::Lost(StackLoss::Unreadable),
+        };
+    }
+    match -id {
+        stack_error::EFAULT => RawStack::None,
+        stack_error::EEXIST => RawStack::Lost(StackLoss::Collision),
+        stack_error::ENOMEM => RawStack::Lost(StackLoss::MapFull),
+        errno => RawStack::Lost(StackLoss::Error(errno)),
+    }
+}
+
+/// The NUL-padded comm as text.
+pub fn comm_to_string(comm: &[u8; COMM_LEN]) -> String {
+    let len = comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+    String::from_utf8_lossy(&comm[..len]).into_owned()
+}
+
+/// A key as the kernel would write it, for tests.
+#[cfg(test)]
+pub fn test_key(pid: u32, tid: u32, comm: &str, user: i32, kernel: i32) -> SampleKey {
+    let mut bytes = [0u8; COMM_LEN];
+    bytes[..comm.len()].copy_from_slice(comm.as_bytes());
+    SampleKey {
+        pid,
+        tid,
+        user_stack_id: user,
+        kernel_stack_id: kernel,
+        comm: bytes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aggregates_drains_and_classifies_stack_errors() {
+        let mut collector = Collector::default();
+        let mut stacks = HashMap::new();
+        stacks.insert(1, vec![0x10, 0x20]);
+        stacks.insert(2, vec![0xffff_0000_0000_1000]);
+        let drain = |counts: Vec<(SampleKey, u64)>| Drained {
+            counts,
+            stacks: stacks.clone(),
+            read_errors: 0,
+        };
+        // pid 999999 does not exist: its mappings cannot be read, which is counted.
+        collector.absorb(drain(vec![
+            (test_key(999_999, 1, "burn", 1, -14), 3),
+            (test_key(999_999, 1, "burn", 1, 2), 2),
+            (test_key(999_999, 2, "burn", -17, -14), 1),
+        ]));
+        collector.absorb(drain(vec![(test_key(999_999, 1, "burn", 1, -14), 4)]));
+        assert_eq!(collector.total(), 10);
+        let user_only = RawSample {
+            pid: 999_999,
+            tid: 1,
+            comm: "burn".into(),
+            user: RawStack::Frames(vec![0x10, 0x20]),
+            kernel: RawStack::None,
+        };
+        assert_eq!(collector.samples[&user_only], 7);
+        let losses = collector.losses();
+        assert_eq!(losses.get(&StackLoss::Collision), Some(&1));
+        assert_eq!(losses.len(), 1);
+        assert_eq!(collector.processes.missed, 1);
+        // An id missing from the drained stacks is a loss, not a crash.
+        assert_eq!(resolve_stack(7, &stacks), RawStack::Lost(StackLoss::Unreadable));
+        assert_eq!(resolve_stack(-12, &stacks), RawStack::Lost(StackLoss::MapFull));
+        assert_eq!(resolve_stack(-5, &stacks), RawStack::Lost(StackLoss::Error(5)));
+    }
+
+    #[test]
+    fn comm_stops_at_nul() {
+        assert_eq!(comm_to_string(&test_key(1, 1, "nginx", 0, 0).comm), "nginx");
+        assert_eq!(comm_to_string(&[b'a'; COMM_LEN]), "a".repeat(COMM_LEN));
+    }
+}

@@ -1,0 +1,425 @@
+//! Loads the embedded kernel programs, attaches them, and drains their maps. The only module
+//! that imports aya.
+//!
+//! Draining uses the two slots of `profiler_common::Config::active_slot`: flip the slot, wait for
+//! programs already running on the old slot to finish, read and clear the old slot. The sampler
+//! keeps counting into the new slot meanwhile, so no sample is lost to the drain.
+
+mod tracefs;
+
+use std::{collections::HashMap as StdHashMap, thread, time::Duration};
+
+use aya::{
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, StackTraceMap},
+    programs::{
+        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+        PerfEvent, ProgramError, TracePoint,
+    },
+    util::online_cpus,
+    Ebpf, EbpfError, EbpfLoader,
+};
+use profiler_common::{
+    Config, SampleKey, Stat, MAP_CONFIG, MAP_COUNTS, MAP_PID_FILTER, MAP_STACKS, MAP_STATS,
+    PROG_ON_CPU_SAMPLE, PROG_ON_PROCESS_EXIT, PROG_ON_PROCESS_FORK,
+};
+
+use crate::caps;
+
+/// The kernel programs, built by `build.rs` (empty when the eBPF toolchain was missing).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profiler-ebpf.o"));
+
+/// How long programs that read the old slot before a flip may still be writing to it. They run
+/// with preemption disabled and take microseconds; this is a wide margin.
+const SLOT_FLIP_GRACE: Duration = Duration::from_millis(5);
+
+/// Errors of loading, attaching and draining the kernel programs.
+#[derive(Debug, thiserror::Error)]
+pub enum SamplerError {
+    #[error(
+        "this agent was built without its eBPF programs: run `cargo xtask build-ebpf`, then \
+         rebuild the agent"
+    )]
+    NotEmbedded,
+    #[error("{0}")]
+    MissingCapabilities(String),
+    #[error("loading the eBPF programs failed: {source}{hint}")]
+    Load {
+        #[source]
+        source: EbpfError,
+        hint: String,
+    },
+    #[error("the eBPF object has no program or map `{name}`")]
+    Missing { name: String },
+    #[error("eBPF program `{name}`: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("perf_event_open failed on cpu {cpu}: {source}{hint}")]
+    PerfEvent {
+        cpu: u32,
+        #[source]
+        source: ProgramError,
+        hint: String,
+    },
+    #[error("eBPF map `{name}`: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("cannot list online CPUs ({what}): {source}")]
+    Cpus {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tracefs(#[from] tracefs::TracefsError),
+}
+
+/// What to sample.
+#[derive(Clone, Debug)]
+pub struct SamplerOptions {
+    /// Samples per second per CPU.
+    pub frequency_hz: u64,
+    /// `None`: every process; `Some`: only these pids (and, with `follow_children`, their
+    /// descendants).
+    pub pids: Option<Vec<u32>>,
+    /// Add children and threads of filtered processes to the filter as they are created.
+    pub follow_children: bool,
+}
+
+/// Samples of one drained slot: counts per key and the stacks they reference.
+#[derive(Debug, Default)]
+pub struct Drained {
+    pub counts: Vec<(SampleKey, u64)>,
+    /// Instruction pointers per stack id, innermost first.
+    pub stacks: StdHashMap<u32, Vec<u64>>,
+    /// Keys or stacks that could not be read back (a map error while draining).
+    pub read_errors: u64,
+}
+
+/// The kernel counters of [`Stat`], summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelStats(pub [u64; Stat::COUNT as usize]);
+
+impl KernelStats {
+    pub fn get(&self, stat: Stat) -> u64 {
+        self.0[stat as usize]
+    }
+}
+
+/// The loaded and attached sampler.
+pub struct Sampler {
+    // Owns the programs and their perf-event links: dropping it detaches everything.
+    _ebpf: Ebpf,
+    config_map: Array<MapData, Config>,
+    config: Config,
+    pid_filter: HashMap<MapData, u32, u8>,
+    counts: [HashMap<MapData, SampleKey, u64>; 2],
+    stacks: [StackTraceMap<MapData>; 2],
+    stats: PerCpuArray<MapData, u64>,
+}
+
+impl Sampler {
+    /// Loads the programs, fills the pid filter and attaches to every online CPU.
+    pub fn start(options: &SamplerOptions) -> Result<Self, SamplerError> {
+        if EBPF_OBJECT.is_empty() {
+            return Err(SamplerError::NotEmbedded);
+        }
+        caps::require_for_ebpf().map_err(SamplerError::MissingCapabilities)?;
+        raise_memlock_limit();
+
+        let mut ebpf = EbpfLoader::new()
+            .load(EBPF_OBJECT)
+            .map_err(|source| SamplerError::Load {
+                hint: load_hint(&source),
+                source,
+            })?;
+        let mut config_map: Array<MapData, Config> = take_map(&mut ebpf, MAP_CONFIG)?;
+        let mut pid_filter: HashMap<MapData, u32, u8> = take_map(&mut ebpf, MAP_PID_FILTER)?;
+        let counts = [
+            take_map(&mut ebpf, MAP_COUNTS[0])?,
+            take_map(&mut ebpf, MAP_COUNTS[1])?,
+        ];
+        let stacks = [
+            take_map(&mut ebpf, MAP_STACKS[0])?,
+            take_map(&mut ebpf, MAP_STACKS[1])?,
+        ];
+        let stats = take_map(&mut ebpf, MAP_STATS)?;
+
+        let mut config = Config {
+            active_slot: 0,
+            filter_pids: u32::from(options.pids.is_some()),
+            follow_children: 0,
+            fork_child_pid_offset: 0,
+        };
+        if let Some(pids) = &options.pids {
+            for pid in pids {
+                pid_filter
+                    .insert(pid, 1, 0)
+                    .map_err(|source| SamplerError::Map {
+                        name: MAP_PID_FILTER,
+                        source,
+                    })?;
+            }
+            if options.follow_children {
+                tracefs::ensure_mounted()?;
+                config.fork_child_pid_offset =
+                    tracefs::field_offset("sched", "sched_process_fork", "child_pid")?;
+                config.follow_children = 1;
+            }
+        }
+        config_map
+            .set(0, config, 0)
+            .map_err(|source| SamplerError::Map {
+                name: MAP_CONFIG,
+                source,
+            })?;
+
+        if config.follow_children == 1 {
+            attach_tracepoint(&mut ebpf, PROG_ON_PROCESS_FORK, "sched_process_fork")?;
+            attach_tracepoint(&mut ebpf, PROG_ON_PROCESS_EXIT, "sched_process_exit")?;
+        }
+        attach_perf_events(&mut ebpf, options.frequency_hz)?;
+
+        Ok(Sampler {
+            _ebpf: ebpf,
+            config_map,
+            config,
+            pid_filter,
+            counts,
+            stacks,
+            stats,
+        })
+    }
+
+    /// Adds a process to the pid filter.
+    pub fn add_pid(&mut self, pid: u32) -> Result<(), SamplerError> {
+        self.pid_filter
+            .insert(pid, 1, 0)
+            .map_err(|source| SamplerError::Map {
+                name: MAP_PID_FILTER,
+                source,
+            })
+    }
+
+    /// Flips the active slot and returns (and clears) everything counted in the previous one.
+    pub fn drain(&mut self) -> Result<Drained, SamplerError> {
+        let drained_slot = self.config.active_slot as usize;
+        self.config.active_slot ^= 1;
+        self.config_map
+            .set(0, self.config, 0)
+            .map_err(|source| SamplerError::Map {
+                name: MAP_CONFIG,
+                source,
+            })?;
+        thread::sleep(SLOT_FLIP_GRACE);
+
+        let mut drained = Drained::default();
+        let counts = &mut self.counts[drained_slot];
+        let keys: Vec<SampleKey> = counts.keys().filter_map(Result::ok).collect();
+        for key in keys {
+            match counts.get(&key, 0) {
+                Ok(count) => drained.counts.push((key, count)),
+                Err(_) => drained.read_errors += 1,
+            }
+            if counts.remove(&key).is_err() {
+                drained.read_errors += 1;
+            }
+        }
+
+        let stacks = &mut self.stacks[drained_slot];
+        let stack_ids: Vec<u32> = stacks.stack_ids().filter_map(Result::ok).collect();
+        for id in stack_ids {
+            match stacks.get(&id, 0) {
+                Ok(trace) => {
+                    let ips = trace.frames().iter().map(|frame| frame.ip).collect();
+                    drained.stacks.insert(id, ips);
+                }
+                Err(_) => drained.read_errors += 1,
+            }
+            // A stale stack left behind would make the bucket refuse the next different stack.
+            let _ = stacks.remove(&id);
+        }
+        Ok(drained)
+    }
+
+    /// The kernel's counters, summed over CPUs.
+    pub fn stats(&self) -> Result<KernelStats, SamplerError> {
+        let mut stats = KernelStats::default();
+        for (index, total) in stats.0.iter_mut().enumerate() {
+            let values = self
+                .stats
+                .get(&(index as u32), 0)
+                .map_err(|source| SamplerError::Map {
+                    name: MAP_STATS,
+                    source,
+                })?;
+            *total = values.iter().sum();
+        }
+        Ok(stats)
+    }
+}
+
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, SamplerError>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let map = ebpf.take_map(name).ok_or_else(|| SamplerError::Missing {
+        name: name.to_string(),
+    })?;
+    T::try_from(map).map_err(|source| SamplerError::Map { name, source })
+}
+
+fn attach_perf_events(ebpf: &mut Ebpf, frequency_hz: u64) -> Result<(), SamplerError> {
+    let program: &mut PerfEvent = ebpf
+        .program_mut(PROG_ON_CPU_SAMPLE)
+        .ok_or_else(|| SamplerError::Missing {
+            name: PROG_ON_CPU_SAMPLE.to_string(),
+        })?
+        .try_into()
+        .map_err(|source| SamplerError::Program {
+            name: PROG_ON_CPU_SAMPLE,
+            source,
+        })?;
+    program.load().map_err(|source| SamplerError::Program {
+        name: PROG_ON_CPU_SAMPLE,
+        source,
+    })?;
+    let cpus = online_cpus().map_err(|(what, source)| SamplerError::Cpus { what, source })?;
+    // cpu-clock counts nanoseconds of CPU time, so a fixed period makes every sample stand for
+    // exactly 1e9/frequency ns (frequency mode would let the kernel adjust the period).
+    let period_ns = 1_000_000_000 / frequency_hz.max(1);
+    for cpu in cpus {
+        program
+            .attach(
+                PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                PerfEventScope::AllProcessesOneCpu { cpu },
+                SamplePolicy::Period(period_ns),
+                false,
+            )
+            .map_err(|source| SamplerError::PerfEvent {
+                cpu,
+                hint: permission_hint(&source.to_string()),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+fn attach_tracepoint(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    event: &str,
+) -> Result<(), SamplerError> {
+    let program: &mut TracePoint = ebpf
+        .program_mut(name)
+        .ok_or_else(|| SamplerError::Missing {
+            name: name.to_string(),
+        })?
+        .try_into()
+        .map_err(|source| SamplerError::Program { name, source })?;
+    program
+        .load()
+        .map_err(|source| SamplerError::Program { name, source })?;
+    program
+        .attach("sched", event)
+        .map_err(|source| SamplerError::Program { name, source })?;
+    Ok(())
+}
+
+/// Raises RLIMIT_MEMLOCK for kernels that still charge BPF maps to it (before 5.11). Newer
+/// kernels account map memory to the memory cgroup, and without CAP_SYS_RESOURCE the call fails
+/// harmlessly, so a failure is only reported in verbose logs.
+fn raise_memlock_limit() {
+    let limit = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads a valid, initialised rlimit struct.
+    let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) };
+    if ret != 0 && std::env::var_os("PROFILER_DEBUG").is_some() {
+        eprintln!(
+            "note: cannot raise RLIMIT_MEMLOCK ({}); fine on kernels >= 5.11",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+fn load_hint(error: &EbpfError) -> String {
+    permission_hint(&error.to_string())
+}
+
+/// Adds advice to errors that mean "not permitted".
+fn permission_hint(message: &str) -> String {
+    if message.contains("Operation not permitted") || message.contains("Permission denied") {
+        format!(
+            " ({}; on a locked-down kernel the programs must use perf_event, tracepoints and \
+             uprobes only)",
+            caps::EBPF_CAPS_ADVICE
+        )
+    } else {
+        String::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::size_of;
+
+    use profiler_common::{
+        COUNTS_MAX_ENTRIES, MAX_STACK_DEPTH, PID_FILTER_MAX_ENTRIES, STACKS_MAX_ENTRIES,
+    };
+
+    use super::*;
+
+    // Map types from include/uapi/linux/bpf.h.
+    const HASH: u32 = 1;
+    const ARRAY: u32 = 2;
+    const PERCPU_ARRAY: u32 = 6;
+    const STACK_TRACE: u32 = 7;
+
+    #[test]
+    fn embedded_object_matches_the_shared_abi() {
+        if EBPF_OBJECT.is_empty() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "the eBPF object is not embedded; CI must build it (cargo xtask build-ebpf)"
+            );
+            eprintln!("skipping: the eBPF object is not embedded (run cargo xtask build-ebpf)");
+            return;
+        }
+        let object = aya_obj::Object::parse(EBPF_OBJECT).expect("the embedded object parses");
+        for program in [PROG_ON_CPU_SAMPLE, PROG_ON_PROCESS_FORK, PROG_ON_PROCESS_EXIT] {
+            assert!(
+                object.programs.contains_key(program),
+                "program {program} missing; found {:?}",
+                object.programs.keys().collect::<Vec<_>>()
+            );
+        }
+        let key = size_of::<SampleKey>() as u32;
+        let frames = (MAX_STACK_DEPTH * size_of::<u64>()) as u32;
+        let expected = [
+            (MAP_CONFIG, ARRAY, 4, size_of::<Config>() as u32, 1),
+            (MAP_PID_FILTER, HASH, 4, 1, PID_FILTER_MAX_ENTRIES),
+            (MAP_COUNTS[0], HASH, key, 8, COUNTS_MAX_ENTRIES),
+            (MAP_COUNTS[1], HASH, key, 8, COUNTS_MAX_ENTRIES),
+            (MAP_STACKS[0], STACK_TRACE, 4, frames, STACKS_MAX_ENTRIES),
+            (MAP_STACKS[1], STACK_TRACE, 4, frames, STACKS_MAX_ENTRIES),
+            (MAP_STATS, PERCPU_ARRAY, 4, 8, Stat::COUNT),
+        ];
+        for (name, map_type, key_size, value_size, max_entries) in expected {
+            let map = object
+                .maps
+                .get(name)
+                .unwrap_or_else(|| panic!("map {name} missing from the object"));
+            assert_eq!(map.map_type(), map_type, "type of {name}");
+            assert_eq!(map.key_size(), key_size, "key size of {name}");
+            assert_eq!(map.value_size(), value_size, "value size of {name}");
+            assert_eq!(map.max_entries(), max_entries, "max entries of {name}");
+        }
+    }
+}

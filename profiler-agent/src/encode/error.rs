@@ -1,0 +1,52 @@
+//! Errors of the encoders in [`crate::encode`] and of [`super::pprof::decode`].
+
+use std::io;
+
+/// Why encoding, writing or decoding a profile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// Gzip-compressing the encoded pprof failed.
+    #[error("gzip compression of the pprof profile failed")]
+    Compress {
+        #[source]
+        source: io::Error,
+    },
+    /// The input looked like gzip (magic `1f 8b`) but could not be decompressed.
+    #[error("invalid gzip stream in pprof input")]
+    Decompress {
+        #[source]
+        source: io::Error,
+    },
+    /// The input (after decompression) is larger than the decoder accepts.
+    #[error("pprof input is larger than {limit_bytes} bytes after decompression")]
+    TooLarge {
+        /// The limit that was exceeded.
+        limit_bytes: u64,
+    },
+    /// The (decompressed) input is not a valid `perftools.profiles.Profile` protobuf.
+    #[error("invalid pprof protobuf")]
+    Decode {
+        #[source]
+        source: prost::DecodeError,
+    },
+    /// inferno could not render the flame graph.
+    #[error("rendering the flame graph failed")]
+    Svg {
+        #[source]
+        source: io::Error,
+    },
+    /// Writing the encoded profile to the output failed (also what `?` makes of an IO error).
+    #[error("writing the encoded profile failed")]
+    Write {
+        #[from]
+        source: io::Error,
+    },
+}
+
+/// A string that names no [`super::OutputFormat`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown output format `{name}` (expected pprof, folded or svg)")]
+pub struct ParseFormatError {
+    /// The string that was given.
+    pub name: String,
+}

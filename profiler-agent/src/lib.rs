@@ -1,0 +1,13 @@
+//! The profiler's per-node agent. Data flow, in module order:
+//! [`ebpf`] (load, attach, drain the kernel maps) → [`collect`] (raw samples, process mappings)
+//! → [`symbolize`] (blazesym) → [`profile`] (the symbolized model) → [`encode`] (pprof, folded,
+//! SVG). [`record`] owns the loop of `profiler-agent record`.
+
+pub mod caps;
+pub mod collect;
+pub mod ebpf;
+pub mod encode;
+pub mod process;
+pub mod profile;
+pub mod record;
+pub mod symbolize;

@@ -1,0 +1,497 @@
+//! `profiler-agent record`: profile a command, some processes or the whole machine for a while
+//! and write one profile file. Owns the loop: start the sampler, drain it every second, stop on
+//! the deadline, the command's exit, the processes' exit or Ctrl-C, then symbolize and encode.
+
+use std::{
+    ffi::CString,
+    fs::File,
+    io::{BufWriter, IsTerminal, Write},
+    os::unix::{fs::PermissionsExt, io::FromRawFd, process::ExitStatusExt},
+    path::{Path, PathBuf},
+    process::ExitStatus,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{bail, Context, Result};
+use profiler_common::Stat;
+
+use crate::{
+    collect::{Collector, StackLoss},
+    ebpf::{KernelStats, Sampler, SamplerOptions},
+    encode::{self, OutputFormat},
+    symbolize::Symbolizer,
+};
+
+/// How often the kernel maps are drained (and new processes' mappings read).
+const DRAIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What `record` was asked to do (parsed by `main.rs`).
+#[derive(Clone, Debug)]
+pub struct RecordOptions {
+    pub pids: Vec<u32>,
+    pub all: bool,
+    pub command: Vec<String>,
+    pub duration: Option<Duration>,
+    pub frequency_hz: u64,
+    pub output: PathBuf,
+    pub format: Option<OutputFormat>,
+    pub follow_children: bool,
+    pub quiet: bool,
+}
+
+/// Set by SIGINT or SIGTERM: end the recording (and still write the profile).
+static STOP: AtomicBool = AtomicBool::new(false);
+/// Set by SIGCHLD: the command may have exited, check now rather than at the next drain.
+static CHILD_EXITED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(signal: libc::c_int) {
+    if signal == libc::SIGCHLD {
+        CHILD_EXITED.store(true, Ordering::SeqCst);
+    } else {
+        STOP.store(true, Ordering::SeqCst);
+    }
+}
+
+fn install_signal_handlers() {
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGCHLD] {
+        // SAFETY: the handler only stores to atomics, which is async-signal-safe.
+        unsafe {
+            libc::signal(signal, on_signal as *const () as libc::sighandler_t);
+        }
+    }
+}
+
+/// What the recording is limited to.
+enum Target {
+    All,
+    Pids(Vec<u32>),
+    Command(RunningCommand),
+}
+
+pub fn run(options: RecordOptions) -> Result<()> {
+    let targets = [!options.pids.is_empty(), options.all, !options.command.is_empty()];
+    match targets.iter().filter(|&&t| t).count() {
+        0 => bail!("nothing to record: give --pid PID, --all, or a command after `--`"),
+        1 => {}
+        _ => bail!("--pid, --all and a command after `--` exclude each other: pick one"),
+    }
+    if options.frequency_hz == 0 || options.frequency_hz > 10_000 {
+        bail!("--frequency must be between 1 and 10000 Hz, got {}", options.frequency_hz);
+    }
+    let format = match options.format {
+        Some(format) => format,
+        None => OutputFormat::from_path(&options.output).with_context(|| {
+            format!(
+                "cannot tell the output format from {}: use a .pb.gz, .folded, .txt or .svg \
+                 name, or --format",
+                options.output.display()
+            )
+        })?,
+    };
+    for &pid in &options.pids {
+        if !process_exists(pid) {
+            bail!("process {pid} does not exist");
+        }
+    }
+    // Fail on an unwritable output before recording, not after.
+    let output = File::create(&options.output)
+        .with_context(|| format!("cannot write the output file {}", options.output.display()))?;
+
+    install_signal_handlers();
+    let mut launcher = None;
+    let sampler_pids = if options.all {
+        None
+    } else if !options.command.is_empty() {
+        let held = HeldCommand::spawn(&options.command)?;
+        let pid = held.pid as u32;
+        launcher = Some(held);
+        Some(vec![pid])
+    } else {
+        Some(options.pids.clone())
+    };
+    let started = Sampler::start(&SamplerOptions {
+        frequency_hz: options.frequency_hz,
+        pids: sampler_pids,
+        follow_children: options.follow_children,
+    });
+    let (mut sampler, mut target) = match (started, launcher) {
+        // The command starts only once the sampler watches its pid.
+        (Ok(sampler), Some(held)) => (sampler, Target::Command(held.release()?)),
+        (Err(error), Some(held)) => {
+            held.abort();
+            return Err(error).context("cannot start the CPU sampler");
+        }
+        (started, None) => {
+            let target = if options.all {
+                Target::All
+            } else {
+                Target::Pids(options.pids.clone())
+            };
+            (started.context("cannot start the CPU sampler")?, target)
+        }
+    };
+
+    let start = Instant::now();
+    let start_unix_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let progress = Progress::new(options.quiet);
+    let mut collector = Collector::default();
+    let mut command_status = None;
+    let end_reason = loop {
+        let until_deadline = options.duration.map(|d| d.saturating_sub(start.elapsed()));
+        let nap = until_deadline.map_or(DRAIN_INTERVAL, |left| left.min(DRAIN_INTERVAL));
+        sleep_unless_stopped(nap);
+        collector.absorb(sampler.drain()?);
+        progress.update(start.elapsed(), collector.total(), collector.processes.len());
+        if STOP.load(Ordering::SeqCst) {
+            break "interrupted";
+        }
+        if options.duration.is_some_and(|d| start.elapsed() >= d) {
+            break "duration reached";
+        }
+        match &mut target {
+            Target::Command(child) => {
+                if let Some(status) = child.try_wait()? {
+                    command_status = Some(status);
+                    break if status.success() {
+                        "command exited"
+                    } else {
+                        "command failed"
+                    };
+                }
+            }
+            Target::Pids(pids) => {
+                if pids.iter().all(|&pid| !process_exists(pid)) {
+                    break "all processes exited";
+                }
+            }
+            Target::All => {}
+        }
+    };
+    // Samples counted after the last flip sit in the other slot: drain it too.
+    collector.absorb(sampler.drain()?);
+    let elapsed = start.elapsed();
+    let kernel = sampler.stats()?;
+    drop(sampler);
+    progress.finish();
+    if let Some(status) = command_status {
+        eprintln!("command finished: {status}");
+    }
+    if let Target::Command(child) = &mut target {
+        // Ctrl-C reached the command too; reap it so it does not linger as a zombie.
+        if command_status.is_none() {
+            child.wait();
+        }
+    }
+
+    let period_ns = 1_000_000_000 / options.frequency_hz;
+    let (profile, symbolized) = Symbolizer::new().symbolize(
+        &collector,
+        start_unix_ns,
+        elapsed.as_nanos() as u64,
+        period_ns,
+    );
+    let title = match &target {
+        Target::Command(_) => format!("CPU: {}", options.command.join(" ")),
+        Target::Pids(pids) => format!(
+            "CPU: pid {}",
+            pids.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+        ),
+        Target::All => "CPU: all processes".to_string(),
+    };
+    let mut writer = BufWriter::new(output);
+    encode::write_profile(&profile, format, &title, &mut writer)
+        .with_context(|| format!("cannot write {}", options.output.display()))?;
+    writer
+        .flush()
+        .with_context(|| format!("cannot write {}", options.output.display()))?;
+
+    let pids: std::collections::HashSet<u32> = profile.samples.iter().map(|s| s.pid).collect();
+    let threads: std::collections::HashSet<u32> = profile.samples.iter().map(|s| s.tid).collect();
+    let summary = Summary {
+        elapsed,
+        frequency_hz: options.frequency_hz,
+        end_reason,
+        samples: profile.total_samples(),
+        processes: pids.len(),
+        threads: threads.len(),
+        kernel,
+        losses: collector.losses(),
+        read_errors: collector.read_errors,
+        symbolized_ratio: symbolized.ratio(),
+        processes_missed: collector.processes.missed,
+    };
+    eprint!("{summary}");
+    eprintln!(
+        "wrote {} ({})",
+        options.output.display(),
+        format.as_str()
+    );
+    Ok(())
+}
+
+fn process_exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid)
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // The state follows the parenthesised comm, which may itself hold spaces or ')'.
+            let after = stat.rsplit_once(')')?.1;
+            after.split_whitespace().next().map(|state| state == "Z" || state == "X")
+        })
+        .unwrap_or(false)
+}
+
+/// Sleeps for `duration`, waking early on a stop request or a child's exit.
+fn sleep_unless_stopped(duration: Duration) {
+    let deadline = Instant::now() + duration;
+    while !STOP.load(Ordering::SeqCst) && !CHILD_EXITED.swap(false, Ordering::SeqCst) {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        std::thread::sleep((deadline - now).min(Duration::from_millis(50)));
+    }
+}
+
+/// A command forked but held before `exec` until the sampler watches its pid, so its first
+/// instructions are profiled too. (std's `Command::spawn` cannot do this: it waits for the
+/// `exec` before returning the pid.)
+struct HeldCommand {
+    pid: libc::pid_t,
+    gate: File,
+}
+
+impl HeldCommand {
+    fn spawn(argv: &[String]) -> Result<Self> {
+        let program = resolve_program(&argv[0])?;
+        let to_c = |s: &str| {
+            CString::new(s).with_context(|| format!("argument `{s}` contains a NUL byte"))
+        };
+        let program = to_c(&program.to_string_lossy())?;
+        let args = argv.iter().map(|a| to_c(a)).collect::<Result<Vec<_>>>()?;
+        let mut arg_ptrs: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+        arg_ptrs.push(std::ptr::null());
+
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two fds into the array we own.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("creating a pipe");
+        }
+        let (read_fd, write_fd) = (fds[0], fds[1]);
+        // SAFETY: between fork and exec the child only calls async-signal-safe functions
+        // (close, read, execv, _exit) on memory prepared before the fork.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: see above; the pointers stay valid, they were built before the fork.
+            unsafe {
+                libc::close(write_fd);
+                let mut byte = 0u8;
+                // Returns 1 on release, 0 if the agent died: exec either way only on release.
+                if libc::read(read_fd, (&mut byte as *mut u8).cast(), 1) == 1 {
+                    libc::execv(program.as_ptr(), arg_ptrs.as_ptr());
+                }
+                libc::_exit(127);
+            }
+        }
+        // SAFETY: read_fd is ours and only the child needs it.
+        unsafe { libc::close(read_fd) };
+        // SAFETY: write_fd is a fresh fd we own; File takes ownership and closes it.
+        let gate = unsafe { File::from_raw_fd(write_fd) };
+        if pid < 0 {
+            return Err(std::io::Error::last_os_error()).context("cannot fork the command");
+        }
+        Ok(HeldCommand { pid, gate })
+    }
+
+    /// Lets the command exec and run.
+    fn release(mut self) -> Result<RunningCommand> {
+        self.gate.write_all(&[1]).context("releasing the command")?;
+        Ok(RunningCommand { pid: self.pid })
+    }
+
+    /// Ends the held command without running it (the sampler could not start).
+    fn abort(self) {
+        drop(self.gate);
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        unsafe { libc::waitpid(self.pid, &mut status, 0) };
+    }
+}
+
+/// The profiled command after it was released.
+struct RunningCommand {
+    pid: libc::pid_t,
+}
+
+impl RunningCommand {
+    /// The exit status if the command has ended (reaping it).
+    fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
+        let mut status = 0;
+        // SAFETY: waits for our own child without blocking.
+        let ret = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
+        match ret {
+            0 => Ok(None),
+            pid if pid == self.pid => Ok(Some(ExitStatus::from_raw(status))),
+            _ => Err(std::io::Error::last_os_error()).context("waiting for the command"),
+        }
+    }
+
+    /// Waits for the command to end.
+    fn wait(&mut self) {
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        unsafe { libc::waitpid(self.pid, &mut status, 0) };
+    }
+}
+
+/// Finds the executable the way a shell would: a name with a `/` as is, else through `$PATH`.
+fn resolve_program(name: &str) -> Result<PathBuf> {
+    let executable = |path: &Path| {
+        path.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if name.contains('/') {
+        let path = PathBuf::from(name);
+        if executable(&path) {
+            return Ok(path);
+        }
+        bail!("cannot start the command: {name} is not an executable file");
+    }
+    let search = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    std::env::split_paths(&search)
+        .map(|dir| dir.join(name))
+        .find(|path| executable(path))
+        .with_context(|| format!("cannot start the command: `{name}` not found in PATH"))
+}
+
+/// Progress on stderr: one rewritten line on a terminal, a line every 10 updates otherwise.
+struct Progress {
+    enabled: bool,
+    terminal: bool,
+    updates: std::cell::Cell<u64>,
+}
+
+impl Progress {
+    fn new(quiet: bool) -> Self {
+        Progress {
+            enabled: !quiet,
+            terminal: std::io::stderr().is_terminal(),
+            updates: std::cell::Cell::new(0),
+        }
+    }
+
+    fn update(&self, elapsed: Duration, samples: u64, processes: usize) {
+        if !self.enabled {
+            return;
+        }
+        let updates = self.updates.get() + 1;
+        self.updates.set(updates);
+        let line = format!(
+            "recording: {:>6.1} s, {samples} samples, {processes} processes",
+            elapsed.as_secs_f64()
+        );
+        if self.terminal {
+            eprint!("\r{line}\x1b[K");
+        } else if updates % 10 == 0 {
+            eprintln!("{line}");
+        }
+    }
+
+    fn finish(&self) {
+        if self.enabled && self.terminal {
+            eprintln!();
+        }
+    }
+}
+
+/// The end-of-recording report.
+struct Summary {
+    elapsed: Duration,
+    frequency_hz: u64,
+    end_reason: &'static str,
+    samples: u64,
+    processes: usize,
+    threads: usize,
+    kernel: KernelStats,
+    losses: std::collections::HashMap<StackLoss, u64>,
+    read_errors: u64,
+    symbolized_ratio: f64,
+    processes_missed: u64,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let k = &self.kernel;
+        writeln!(
+            f,
+            "recorded {:.1} s at {} Hz ({}): {} samples from {} processes ({} threads)",
+            self.elapsed.as_secs_f64(),
+            self.frequency_hz,
+            self.end_reason,
+            self.samples,
+            self.processes,
+            self.threads
+        )?;
+        let lost_samples = k.get(Stat::CountsMapFull) + self.read_errors;
+        writeln!(
+            f,
+            "samples lost: {lost_samples} (counts map full: {}, unreadable while draining: {})",
+            k.get(Stat::CountsMapFull),
+            self.read_errors
+        )?;
+        let loss = |kind| self.losses.get(&kind).copied().unwrap_or(0);
+        let other: u64 = self
+            .losses
+            .iter()
+            .filter(|(kind, _)| matches!(kind, StackLoss::Error(_)))
+            .map(|(_, n)| n)
+            .sum();
+        writeln!(
+            f,
+            "stacks lost: {} (map bucket collision: {}, stack map full: {}, unreadable: {}, \
+             other errors: {other})",
+            loss(StackLoss::Collision)
+                + loss(StackLoss::MapFull)
+                + loss(StackLoss::Unreadable)
+                + other,
+            loss(StackLoss::Collision),
+            loss(StackLoss::MapFull),
+            loss(StackLoss::Unreadable),
+        )?;
+        writeln!(
+            f,
+            "not recorded: {} idle-CPU samples, {} samples of other processes",
+            k.get(Stat::IdleSamples),
+            k.get(Stat::FilteredOut)
+        )?;
+        if k.get(Stat::ChildrenFollowed) > 0 || k.get(Stat::PidFilterFull) > 0 {
+            writeln!(
+                f,
+                "children and threads followed: {} ({} not followed: pid filter full)",
+                k.get(Stat::ChildrenFollowed),
+                k.get(Stat::PidFilterFull)
+            )?;
+        }
+        write!(
+            f,
+            "frames symbolized: {:.1}%",
+            self.symbolized_ratio * 100.0
+        )?;
+        if self.processes_missed > 0 {
+            write!(
+                f,
+                " ({} processes exited before their mappings could be read: their frames are \
+                 [unknown])",
+                self.processes_missed
+            )?;
+        }
+        writeln!(f)
+    }
+}

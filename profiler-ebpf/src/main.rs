@@ -1,0 +1,192 @@
+//! Kernel programs of the profiler. Start at [`on_cpu_sample`]: one perf_event program per CPU
+//! that bumps a counter per (pid, tid, comm, user stack, kernel stack) in the active slot.
+//!
+//! Everything shared with the agent (names, key layout, stats indices) lives in
+//! `profiler-common`. The programs never log on the sample path; every failure bumps a counter
+//! in `STATS`.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::BPF_F_USER_STACK,
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
+    macros::{map, perf_event, tracepoint},
+    maps::{Array, HashMap, PerCpuArray, StackTrace},
+    programs::{tracing::StackIdContext, PerfEventContext, TracePointContext},
+};
+use profiler_common::{
+    stack_error, Config, SampleKey, Stat, COUNTS_MAX_ENTRIES, PID_FILTER_MAX_ENTRIES,
+    STACKS_MAX_ENTRIES,
+};
+
+/// `BPF_NOEXIST`: insert only if the key is absent.
+const BPF_NOEXIST: u64 = 1;
+
+#[map]
+static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+#[map]
+static PID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(PID_FILTER_MAX_ENTRIES, 0);
+
+#[map]
+static COUNTS_0: HashMap<SampleKey, u64> = HashMap::with_max_entries(COUNTS_MAX_ENTRIES, 0);
+#[map]
+static COUNTS_1: HashMap<SampleKey, u64> = HashMap::with_max_entries(COUNTS_MAX_ENTRIES, 0);
+
+#[map]
+static STACKS_0: StackTrace = StackTrace::with_max_entries(STACKS_MAX_ENTRIES, 0);
+#[map]
+static STACKS_1: StackTrace = StackTrace::with_max_entries(STACKS_MAX_ENTRIES, 0);
+
+#[map]
+static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Stat::COUNT, 0);
+
+#[inline(always)]
+fn count(stat: Stat) {
+    if let Some(counter) = STATS.get_ptr_mut(stat as u32) {
+        // SAFETY: a per-CPU slot; programs on one CPU do not run concurrently with each other
+        // for the same program type, so a plain increment is race-free.
+        unsafe { *counter += 1 };
+    }
+}
+
+/// Classifies a failed `bpf_get_stackid` into the stats, returning the negated errno kept in the
+/// key. `none` is the expected "no stack of this kind" case, the others are losses.
+#[inline(always)]
+fn stack_failure(err: i32, none: Stat, collision: Stat, full: Stat, other: Stat) -> i32 {
+    match -err {
+        stack_error::EFAULT => count(none),
+        stack_error::EEXIST => count(collision),
+        stack_error::ENOMEM => count(full),
+        _ => count(other),
+    }
+    err
+}
+
+/// Counts one cpu-clock sample.
+#[perf_event]
+pub fn on_cpu_sample(ctx: PerfEventContext) -> u32 {
+    try_on_cpu_sample(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_on_cpu_sample(ctx: &PerfEventContext) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid = (pid_tgid >> 32) as u32;
+    let tid = pid_tgid as u32;
+    if pid == 0 {
+        count(Stat::IdleSamples);
+        return;
+    }
+    let Some(config) = CONFIG.get(0) else {
+        count(Stat::ConfigMissing);
+        return;
+    };
+    if config.filter_pids != 0 && PID_FILTER.get_ptr(pid).is_none() {
+        count(Stat::FilteredOut);
+        return;
+    }
+    let (counts, stacks) = if config.active_slot == 0 {
+        (&COUNTS_0, &STACKS_0)
+    } else {
+        (&COUNTS_1, &STACKS_1)
+    };
+
+    let user_stack_id = match ctx.get_stackid(stacks, BPF_F_USER_STACK as u64) {
+        Ok(id) => id as i32,
+        Err(err) => stack_failure(
+            err,
+            Stat::UserStackNone,
+            Stat::UserStackCollision,
+            Stat::UserStackMapFull,
+            Stat::UserStackOther,
+        ),
+    };
+    let kernel_stack_id = match ctx.get_stackid(stacks, 0) {
+        Ok(id) => id as i32,
+        Err(err) => stack_failure(
+            err,
+            Stat::KernelStackNone,
+            Stat::KernelStackCollision,
+            Stat::KernelStackMapFull,
+            Stat::KernelStackOther,
+        ),
+    };
+    let key = SampleKey {
+        pid,
+        tid,
+        user_stack_id,
+        kernel_stack_id,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+
+    // The key holds the thread id and a thread runs on one CPU at a time, so no other program
+    // updates this entry concurrently: a plain increment is enough.
+    if let Some(value) = counts.get_ptr_mut(&key) {
+        // SAFETY: the pointer comes from a successful lookup of a live map entry.
+        unsafe { *value += 1 };
+        count(Stat::Samples);
+        return;
+    }
+    // The insert fails with -E2BIG when the map is full; no other failure is expected.
+    match counts.insert(&key, &1, BPF_NOEXIST) {
+        Ok(()) => count(Stat::Samples),
+        Err(_) => count(Stat::CountsMapFull),
+    }
+}
+
+/// Adds the children (and threads) of filtered processes to the filter.
+#[tracepoint]
+pub fn on_process_fork(ctx: TracePointContext) -> u32 {
+    try_on_process_fork(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_on_process_fork(ctx: &TracePointContext) {
+    let Some(config) = CONFIG.get(0) else {
+        return;
+    };
+    if config.follow_children == 0 {
+        return;
+    }
+    // The tracepoint fires in the parent's context.
+    let parent_pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if PID_FILTER.get_ptr(parent_pid).is_none() {
+        return;
+    }
+    // SAFETY: the offset comes from the tracepoint's format file and read_at uses
+    // bpf_probe_read, which faults safely.
+    let Ok(child_pid) = (unsafe { ctx.read_at::<u32>(config.fork_child_pid_offset as usize) })
+    else {
+        return;
+    };
+    match PID_FILTER.insert(child_pid, 1u8, 0) {
+        Ok(()) => count(Stat::ChildrenFollowed),
+        Err(_) => count(Stat::PidFilterFull),
+    }
+}
+
+/// Removes an exiting thread that is not its process's leader from the filter, so followed
+/// thread ids do not accumulate. Leaders stay: other threads of the process may still run.
+#[tracepoint]
+pub fn on_process_exit(_ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid = (pid_tgid >> 32) as u32;
+    let tid = pid_tgid as u32;
+    if tid != pid {
+        let _ = PID_FILTER.remove(tid);
+    }
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,221 @@
+//! `cargo xtask bench`: benchmarks measured as ratios within one run, written to BENCHMARKS.md.
+//!
+//! Entry 1, profiling overhead: a CPU-bound fixture's throughput alone vs while the agent
+//! records the whole machine, alternated over repeats; the agent's CPU time per second of
+//! recording and its peak RSS (from wait4's rusage, so symbolization and encoding count too).
+
+use std::{
+    fmt::Write as _,
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::run_checked;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Seconds the workload runs in each measurement.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Alternating (unprofiled, profiled) pairs per frequency.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Sampling frequencies to measure (repeatable).
+    #[arg(long = "frequency", default_values_t = [99u64, 19])]
+    frequencies: Vec<u64>,
+    /// Where to write the results.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    output: PathBuf,
+    /// A quick run (2 s, 1 repeat, 99 Hz) that checks the harness; writes nothing.
+    #[arg(long)]
+    smoke: bool,
+}
+
+/// Resource use of a finished child process.
+struct Usage {
+    cpu: Duration,
+    wall: Duration,
+    max_rss_kib: u64,
+}
+
+/// min / median / max of a series.
+fn spread(values: &[f64]) -> (f64, f64, f64) {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    (sorted[0], median, sorted[sorted.len() - 1])
+}
+
+pub fn run(root: &Path, mut args: BenchArgs) -> Result<()> {
+    if args.smoke {
+        args.seconds = 2;
+        args.repeats = 1;
+        args.frequencies = vec![99];
+    }
+    run_checked(
+        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .current_dir(root)
+            .args(["build", "--release", "-p", "profiler-agent"]),
+    )?;
+    let agent = root.join("target/release/profiler-agent");
+    let bench_dir = root.join("target/bench");
+    fs::create_dir_all(&bench_dir).context("creating target/bench")?;
+    let workload = bench_dir.join("throughput");
+    run_checked(
+        Command::new("gcc")
+            .args(["-O2", "-fno-omit-frame-pointer", "-o"])
+            .arg(&workload)
+            .arg(root.join("tests/fixtures/throughput.c")),
+    )?;
+
+    let mut report = String::new();
+    for &hz in &args.frequencies {
+        let mut ratios = Vec::new();
+        let mut cpu_per_second = Vec::new();
+        let mut rss_mib = Vec::new();
+        for repeat in 0..args.repeats {
+            let alone = run_workload(&workload, args.seconds)?;
+            let profile = bench_dir.join("profile.pb.gz");
+            let mut recorder = Command::new(&agent)
+                .args(["record", "--all", "--quiet", "--frequency"])
+                .arg(hz.to_string())
+                .arg("--duration")
+                .arg((args.seconds + 2).to_string())
+                .arg("--output")
+                .arg(&profile)
+                .stderr(Stdio::piped())
+                .spawn()
+                .context("starting the agent")?;
+            let started = Instant::now();
+            // Let the agent load and attach before the workload starts.
+            thread::sleep(Duration::from_secs(1));
+            let profiled = run_workload(&workload, args.seconds)?;
+            let usage = wait_with_usage(recorder.id(), started)?;
+            let mut stderr = String::new();
+            if let Some(mut pipe) = recorder.stderr.take() {
+                std::io::Read::read_to_string(&mut pipe, &mut stderr).ok();
+            }
+            if !fs::metadata(&profile).is_ok_and(|m| m.len() > 0) {
+                bail!("the agent wrote no profile:\n{stderr}");
+            }
+            let ratio = profiled / alone;
+            eprintln!(
+                "{hz} Hz, repeat {}: throughput ratio {ratio:.4}, agent CPU {:.3} s over {:.1} s, \
+                 peak RSS {:.1} MiB",
+                repeat + 1,
+                usage.cpu.as_secs_f64(),
+                usage.wall.as_secs_f64(),
+                usage.max_rss_kib as f64 / 1024.0
+            );
+            ratios.push(ratio);
+            cpu_per_second.push(usage.cpu.as_secs_f64() / usage.wall.as_secs_f64() * 100.0);
+            rss_mib.push(usage.max_rss_kib as f64 / 1024.0);
+        }
+        let row = |name: &str, values: &[f64], unit: &str, target: &str| {
+            let (min, median, max) = spread(values);
+            format!("| {name} | {min:.3}{unit} | {median:.3}{unit} | {max:.3}{unit} | {target} |\n")
+        };
+        let _ = writeln!(report, "\n### {hz} Hz\n");
+        report.push_str("| measure | min | median | max | target |\n|---|---|---|---|---|\n");
+        report.push_str(&row(
+            "workload throughput, profiled / alone",
+            &ratios,
+            "",
+            "> 0.99",
+        ));
+        let cpu_target = if hz <= 19 { "< 0.2 %" } else { "< 1 %" };
+        report.push_str(&row(
+            "agent CPU, % of one core",
+            &cpu_per_second,
+            " %",
+            cpu_target,
+        ));
+        report.push_str(&row("agent peak RSS", &rss_mib, " MiB", "< 40 MiB"));
+    }
+    if args.smoke {
+        eprintln!("smoke run passed:{report}");
+        return Ok(());
+    }
+    let document = format!(
+        "# Benchmarks\n\nWritten by `cargo xtask bench` (as root). Every comparison is a ratio \
+         taken within one run.\n\n- machine: {}\n- commit: {}\n- date: {}\n\n## 1. Profiling \
+         overhead\n\nA single-threaded CPU-bound C fixture (`tests/fixtures/throughput.c`) runs \
+         {} s alone, then {} s while `profiler-agent record --all` samples every CPU; pairs \
+         alternate, {} repeats per frequency. Agent CPU and peak RSS come from the kernel's \
+         rusage of the agent process over its whole life (load, sampling, symbolization, \
+         encoding), divided by its wall time.\n\nCommand: `cargo xtask bench --seconds {} \
+         --repeats {}`\n{report}",
+        machine(),
+        command_output("git", &["rev-parse", "--short", "HEAD"]),
+        command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        args.seconds,
+        args.seconds,
+        args.repeats,
+        args.seconds,
+        args.repeats,
+    );
+    fs::write(root.join(&args.output), document)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    eprintln!("wrote {}", args.output.display());
+    Ok(())
+}
+
+/// Runs the workload and returns its units per second.
+fn run_workload(workload: &Path, seconds: u64) -> Result<f64> {
+    let output = Command::new(workload)
+        .arg(seconds.to_string())
+        .output()
+        .context("running the workload")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.trim()
+        .parse()
+        .with_context(|| format!("workload printed `{text}`"))
+}
+
+fn wait_with_usage(pid: u32, started: Instant) -> Result<Usage> {
+    let mut status = 0;
+    // SAFETY: rusage is plain data; zeroed is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child, writing into locals we own.
+    let ret = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error()).context("waiting for the agent");
+    }
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        bail!("the agent failed (wait status {status})");
+    }
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Ok(Usage {
+        cpu: time(usage.ru_utime) + time(usage.ru_stime),
+        wall: started.elapsed(),
+        max_rss_kib: usage.ru_maxrss as u64,
+    })
+}
+
+fn command_output(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|_| "unknown".to_string())
+}
+
+fn machine() -> String {
+    let cpus = thread::available_parallelism().map_or(0, |n| n.get());
+    let memory = fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let kib: u64 = m.lines().next()?.split_whitespace().nth(1)?.parse().ok()?;
+            Some(format!("{:.0} GiB", kib as f64 / 1024.0 / 1024.0))
+        })
+        .unwrap_or_default();
+    format!(
+        "{cpus} CPUs, {memory}, kernel {}",
+        command_output("uname", &["-r"])
+    )
+}

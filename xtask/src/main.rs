@@ -1,0 +1,230 @@
+//! Project tasks: `cargo xtask build-ebpf | test | run | bench`. Run `cargo xtask --help`.
+
+mod bench;
+mod ebpf_build;
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, test and run the profiler")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build the kernel programs (profiler-ebpf) on stable Rust. Installs what is missing: the
+    /// Debian packages rustc-web, cargo-web, libstd-rust-web-dev-bpf and llvm-N-dev (as root),
+    /// and bpf-linker into ~/.cache/profiler-tools (override with PROFILER_TOOLS_DIR).
+    BuildEbpf {
+        /// Do not install anything; print what is missing and the command that installs it.
+        #[arg(long)]
+        no_install: bool,
+    },
+    /// Run every check CI runs: build-ebpf, rustfmt, clippy, and all tests. As root the tests
+    /// load the real eBPF programs; with CI=true they fail instead of skipping.
+    Test {
+        /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
+    },
+    /// The main job: build everything in release mode and profile this whole machine.
+    Run {
+        /// Seconds to record.
+        #[arg(long, default_value_t = 30)]
+        duration: u64,
+        /// Flame graph to write.
+        #[arg(long, default_value = "host.svg")]
+        output: PathBuf,
+    },
+    /// Benchmarks; writes BENCHMARKS.md (see `cargo xtask bench --help`).
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::BuildEbpf { no_install } => {
+            let object = build_ebpf(!no_install)?;
+            println!("built {}", object.display());
+            Ok(())
+        }
+        Task::Test { cargo_args } => test(&cargo_args),
+        Task::Run { duration, output } => run(duration, &output),
+        Task::Bench(args) => {
+            build_ebpf(true)?;
+            bench::run(&workspace_root(), args)
+        }
+    }
+}
+
+/// The workspace root (the parent of this crate).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives inside the workspace")
+        .to_path_buf()
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Runs a command, failing with its name when it fails.
+pub fn run_checked(command: &mut Command) -> Result<()> {
+    let shown = format!("{command:?}");
+    let status = command
+        .status()
+        .with_context(|| format!("cannot run {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed: {status}");
+    }
+    Ok(())
+}
+
+fn apt_install(packages: &[&str]) -> Result<()> {
+    if !is_root() {
+        bail!(
+            "missing Debian packages; as root run: apt-get update && apt-get install -y \
+             --no-install-recommends {}",
+            packages.join(" ")
+        );
+    }
+    eprintln!("installing Debian packages: {}", packages.join(" "));
+    run_checked(Command::new("apt-get").arg("update").arg("-q"))?;
+    run_checked(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+/// Makes the eBPF toolchain complete (installing when allowed) and builds the object.
+fn build_ebpf(install: bool) -> Result<PathBuf> {
+    let root = workspace_root();
+    let toolchain = loop {
+        match ebpf_build::find_toolchain() {
+            Ok(toolchain) => break toolchain,
+            Err(missing) if !install => {
+                bail!("{missing}; install it with: {}", missing.install_command())
+            }
+            Err(ebpf_build::Missing::DebianRust { .. }) => {
+                apt_install(ebpf_build::DEBIAN_PACKAGES)?;
+                // Loop again: the next piece may be missing too.
+                if ebpf_build::find_toolchain()
+                    .is_err_and(|m| matches!(m, ebpf_build::Missing::DebianRust { .. }))
+                {
+                    bail!("the Debian Rust packages are installed but still incomplete");
+                }
+            }
+            Err(ebpf_build::Missing::Linker { llvm_major, root: linker_root }) => {
+                install_linker(llvm_major, &linker_root)?;
+            }
+        }
+    };
+    eprintln!("building the eBPF programs");
+    ebpf_build::build(&root, &toolchain).map_err(anyhow::Error::msg)
+}
+
+/// Builds bpf-linker against the LLVM that Debian's rustc uses, into the tools cache.
+fn install_linker(llvm_major: u32, root: &Path) -> Result<()> {
+    let llvm_config = format!("/usr/lib/llvm-{llvm_major}/bin/llvm-config");
+    if !Path::new(&llvm_config).exists() {
+        apt_install(&[&format!("llvm-{llvm_major}-dev")])?;
+    }
+    eprintln!(
+        "building bpf-linker {} for LLVM {llvm_major} into {} (1-2 minutes, once)",
+        ebpf_build::BPF_LINKER_VERSION,
+        root.display()
+    );
+    // The rustup cargo that runs xtask builds the linker (a host program); Debian's would do too.
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    run_checked(
+        Command::new(cargo)
+            .args(["install", "--locked"])
+            .arg(format!("bpf-linker@{}", ebpf_build::BPF_LINKER_VERSION))
+            .args(["--no-default-features", "--features"])
+            .arg(format!("llvm-{llvm_major}"))
+            .arg("--root")
+            .arg(root)
+            .env("LLVM_PREFIX", format!("/usr/lib/llvm-{llvm_major}"))
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_TARGET_DIR"),
+    )
+    .with_context(|| {
+        format!(
+            "installing bpf-linker failed; the command is: {}",
+            ebpf_build::linker_install_command(llvm_major, root)
+        )
+    })
+}
+
+/// Tools the root tests drive: gcc builds the fixtures, `go tool pprof` reads our pprof.
+fn install_test_tools() -> Result<()> {
+    let mut missing = Vec::new();
+    if Command::new("go").arg("version").output().is_err() {
+        missing.push("golang-go");
+    }
+    if Command::new("gcc").arg("--version").output().is_err() {
+        missing.push("gcc");
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if is_root() {
+        apt_install(&missing)
+    } else {
+        eprintln!(
+            "note: {} missing; tests that need them will skip (install as root)",
+            missing.join(", ")
+        );
+        Ok(())
+    }
+}
+
+fn cargo() -> Command {
+    let mut command = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(workspace_root());
+    command
+}
+
+fn test(cargo_args: &[String]) -> Result<()> {
+    build_ebpf(true)?;
+    install_test_tools()?;
+    run_checked(cargo().args(["fmt", "--all", "--", "--check"]))
+        .context("code is not formatted: run `cargo fmt --all`")?;
+    run_checked(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    run_checked(
+        cargo()
+            .args(["test", "--workspace", "--"])
+            .args(cargo_args),
+    )
+}
+
+fn run(duration: u64, output: &Path) -> Result<()> {
+    build_ebpf(true)?;
+    run_checked(cargo().args(["build", "--release", "-p", "profiler-agent"]))?;
+    let agent = workspace_root().join("target/release/profiler-agent");
+    eprintln!(
+        "profiling the whole machine for {duration} s into {}",
+        output.display()
+    );
+    run_checked(
+        Command::new(agent)
+            .args(["record", "--all", "--duration"])
+            .arg(duration.to_string())
+            .arg("--output")
+            .arg(output),
+    )?;
+    eprintln!("open {} in a browser to explore the flame graph", output.display());
+    Ok(())
+}

@@ -26,7 +26,10 @@ fn main() {
     println!("cargo:rerun-if-env-changed=PROFILER_EBPF_OBJECT");
     println!("cargo:rerun-if-env-changed=PROFILER_TOOLS_DIR");
     for dir in ["profiler-ebpf/src", "profiler-common/src"] {
-        println!("cargo:rerun-if-changed={}", workspace_root.join(dir).display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            workspace_root.join(dir).display()
+        );
     }
     for file in [
         "profiler-ebpf/Cargo.toml",
@@ -34,7 +37,10 @@ fn main() {
         "profiler-ebpf/.cargo/config.toml",
         "xtask/src/ebpf_build.rs",
     ] {
-        println!("cargo:rerun-if-changed={}", workspace_root.join(file).display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            workspace_root.join(file).display()
+        );
     }
 
     if let Some(prebuilt) = env::var_os("PROFILER_EBPF_OBJECT") {

@@ -65,7 +65,10 @@ mod tests {
 
     #[test]
     fn names_missing_capabilities() {
-        assert_eq!(parse_cap_eff("Name:\tx\nCapEff:\t000001ffffffffff\n"), Some(0x1ff_ffff_ffff));
+        assert_eq!(
+            parse_cap_eff("Name:\tx\nCapEff:\t000001ffffffffff\n"),
+            Some(0x1ff_ffff_ffff)
+        );
         assert!(missing_for_ebpf(0x1ff_ffff_ffff).is_empty());
         assert!(missing_for_ebpf(1 << CAP_SYS_ADMIN).is_empty());
         assert_eq!(missing_for_ebpf(0), vec!["CAP_BPF", "CAP_PERFMON"]);

@@ -3,9 +3,9 @@
 
 use std::collections::HashMap;
 
-use profiler_common::{stack_error, COMM_LEN};
 #[cfg(test)]
 use profiler_common::SampleKey;
+use profiler_common::{stack_error, COMM_LEN};
 
 use crate::{ebpf::Drained, process::ProcessTable};
 
@@ -24,24 +24,37 @@ pub enum RawStack {
 /// Why a stack was lost.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum StackLoss {
-    /// Another stack occupied the stack map bucket.
-    Collision,
     /// The stack map was full.
     MapFull,
-    /// The kernel returned another error (negated errno).
-    Error(i32),
+    /// `bpf_get_stack` failed.
+    CaptureFailed,
     /// The stack id was not found when draining.
     Unreadable,
 }
 
 impl StackLoss {
+    /// Every kind, in report order.
+    pub const ALL: [StackLoss; 3] = [
+        StackLoss::MapFull,
+        StackLoss::CaptureFailed,
+        StackLoss::Unreadable,
+    ];
+
     /// The frame name shown in place of the lost stack.
     pub fn frame_name(self) -> &'static str {
         match self {
-            StackLoss::Collision => "[stack lost: map collision]",
             StackLoss::MapFull => "[stack lost: map full]",
-            StackLoss::Error(_) => "[stack lost: error]",
+            StackLoss::CaptureFailed => "[stack lost: capture failed]",
             StackLoss::Unreadable => "[stack lost: unreadable]",
+        }
+    }
+
+    /// What the summary calls it.
+    pub fn description(self) -> &'static str {
+        match self {
+            StackLoss::MapFull => "stack map full",
+            StackLoss::CaptureFailed => "capture failed",
+            StackLoss::Unreadable => "unreadable while draining",
         }
     }
 }
@@ -74,8 +87,8 @@ impl Collector {
                 pid: key.pid,
                 tid: key.tid,
                 comm: comm_to_string(&key.comm),
-                user: resolve_stack(key.user_stack_id, &drained.stacks),
-                kernel: resolve_stack(key.kernel_stack_id, &drained.stacks),
+                user: resolve_stack(key.user_stack_id, key.user_stack_error, &drained.stacks),
+                kernel: resolve_stack(key.kernel_stack_id, key.kernel_stack_error, &drained.stacks),
             };
             if let RawStack::Frames(frames) = &sample.user {
                 self.processes.observe(sample.pid, frames.iter().copied());
@@ -103,18 +116,15 @@ impl Collector {
     }
 }
 
-fn resolve_stack(id: i32, stacks: &HashMap<u32, Vec<u64>>) -> RawStack {
-    if id >= 0 {
-        return match stacks.get(&id.unsigned_abs()) {
+fn resolve_stack(id: u64, error: i32, stacks: &HashMap<u64, Vec<u64>>) -> RawStack {
+    match error {
+        0 => match stacks.get(&id) {
             Some(frames) if !frames.is_empty() => RawStack::Frames(frames.clone()),
             _ => RawStack::Lost(StackLoss::Unreadable),
-        };
-    }
-    match -id {
-        stack_error::EFAULT => RawStack::None,
-        stack_error::EEXIST => RawStack::Lost(StackLoss::Collision),
-        stack_error::ENOMEM => RawStack::Lost(StackLoss::MapFull),
-        errno => RawStack::Lost(StackLoss::Error(errno)),
+        },
+        stack_error::NONE => RawStack::None,
+        stack_error::MAP_FULL => RawStack::Lost(StackLoss::MapFull),
+        _ => RawStack::Lost(StackLoss::CaptureFailed),
     }
 }
 
@@ -124,16 +134,26 @@ pub fn comm_to_string(comm: &[u8; COMM_LEN]) -> String {
     String::from_utf8_lossy(&comm[..len]).into_owned()
 }
 
-/// A key as the kernel would write it, for tests.
+/// A key as the kernel would write it, for tests: a stack id of 0 means "no stack", a negative
+/// one the error `-id`.
 #[cfg(test)]
-pub fn test_key(pid: u32, tid: u32, comm: &str, user: i32, kernel: i32) -> SampleKey {
+pub fn test_key(pid: u32, tid: u32, comm: &str, user: i64, kernel: i64) -> SampleKey {
     let mut bytes = [0u8; COMM_LEN];
     bytes[..comm.len()].copy_from_slice(comm.as_bytes());
+    let split = |id: i64| match id {
+        0 => (0, stack_error::NONE),
+        id if id < 0 => (0, -id as i32),
+        id => (id as u64, 0),
+    };
+    let (user_stack_id, user_stack_error) = split(user);
+    let (kernel_stack_id, kernel_stack_error) = split(kernel);
     SampleKey {
         pid,
         tid,
-        user_stack_id: user,
-        kernel_stack_id: kernel,
+        user_stack_id,
+        kernel_stack_id,
+        user_stack_error,
+        kernel_stack_error,
         comm: bytes,
     }
 }
@@ -141,6 +161,7 @@ pub fn test_key(pid: u32, tid: u32, comm: &str, user: i32, kernel: i32) -> Sampl
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ebpf::Drained;
 
     #[test]
     fn aggregates_drains_and_classifies_stack_errors() {
@@ -153,13 +174,14 @@ mod tests {
             stacks: stacks.clone(),
             read_errors: 0,
         };
+        let map_full = -(stack_error::MAP_FULL as i64);
         // pid 999999 does not exist: its mappings cannot be read, which is counted.
         collector.absorb(drain(vec![
-            (test_key(999_999, 1, "burn", 1, -14), 3),
+            (test_key(999_999, 1, "burn", 1, 0), 3),
             (test_key(999_999, 1, "burn", 1, 2), 2),
-            (test_key(999_999, 2, "burn", -17, -14), 1),
+            (test_key(999_999, 2, "burn", map_full, 0), 1),
         ]));
-        collector.absorb(drain(vec![(test_key(999_999, 1, "burn", 1, -14), 4)]));
+        collector.absorb(drain(vec![(test_key(999_999, 1, "burn", 1, 0), 4)]));
         assert_eq!(collector.total(), 10);
         let user_only = RawSample {
             pid: 999_999,
@@ -170,13 +192,19 @@ mod tests {
         };
         assert_eq!(collector.samples[&user_only], 7);
         let losses = collector.losses();
-        assert_eq!(losses.get(&StackLoss::Collision), Some(&1));
+        assert_eq!(losses.get(&StackLoss::MapFull), Some(&1));
         assert_eq!(losses.len(), 1);
         assert_eq!(collector.processes.missed, 1);
         // An id missing from the drained stacks is a loss, not a crash.
-        assert_eq!(resolve_stack(7, &stacks), RawStack::Lost(StackLoss::Unreadable));
-        assert_eq!(resolve_stack(-12, &stacks), RawStack::Lost(StackLoss::MapFull));
-        assert_eq!(resolve_stack(-5, &stacks), RawStack::Lost(StackLoss::Error(5)));
+        assert_eq!(
+            resolve_stack(7, 0, &stacks),
+            RawStack::Lost(StackLoss::Unreadable)
+        );
+        assert_eq!(
+            resolve_stack(0, stack_error::CAPTURE_FAILED, &stacks),
+            RawStack::Lost(StackLoss::CaptureFailed)
+        );
+        assert_eq!(resolve_stack(0, stack_error::NONE, &stacks), RawStack::None);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! mount namespace, deleted or not), falling back to `/proc/PID/root/PATH`, and deduplicated by
 //! device and inode. Symbolization then reads them through `/proc/self/fd/N`.
 
+use crate::ebpf::MappingEvent;
 use std::{
     collections::HashMap,
     fs::{self, File},
@@ -19,7 +20,7 @@ use std::{
 pub type FileId = usize;
 
 /// One executable mapping of a process.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MapEntry {
     pub start: u64,
     /// One past the last address.
@@ -31,6 +32,8 @@ pub struct MapEntry {
     pub path: String,
     /// The opened file, when the mapping is backed by one that could be opened.
     pub file: Option<FileId>,
+    /// Whether opening the file was tried (files are opened only for sampled processes).
+    pub tried_open: bool,
 }
 
 impl MapEntry {
@@ -64,12 +67,43 @@ impl OpenFile {
 }
 
 /// Executable mappings of one process, sorted by address.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct ProcessInfo {
     pub maps: Vec<MapEntry>,
+    /// True once `maps` holds every mapping: read from `/proc`, or followed from the process's
+    /// fork or exec onwards. False when only mapping events after the agent started are known.
+    pub complete: bool,
 }
 
 impl ProcessInfo {
+    /// Adds a mapping over whatever it overlaps, keeping the uncovered parts of older mappings
+    /// (the kernel splits them the same way).
+    fn insert(&mut self, entry: MapEntry) {
+        let mut maps = Vec::with_capacity(self.maps.len() + 2);
+        for old in self.maps.drain(..) {
+            if old.end <= entry.start || old.start >= entry.end {
+                maps.push(old);
+                continue;
+            }
+            if old.start < entry.start {
+                maps.push(MapEntry {
+                    end: entry.start,
+                    ..old.clone()
+                });
+            }
+            if old.end > entry.end {
+                maps.push(MapEntry {
+                    start: entry.end,
+                    offset: old.offset + (entry.end - old.start),
+                    ..old
+                });
+            }
+        }
+        maps.push(entry);
+        maps.sort_by_key(|m| m.start);
+        self.maps = maps;
+    }
+
     /// The mapping holding `addr`.
     pub fn find(&self, addr: u64) -> Option<&MapEntry> {
         let index = self.maps.partition_point(|m| m.end <= addr);
@@ -94,20 +128,91 @@ impl ProcessTable {
     pub fn observe(&mut self, pid: u32, addrs: impl IntoIterator<Item = u64>) {
         let (known, stale) = match self.processes.get(&pid) {
             None => (false, true),
-            Some(info) => (true, addrs.into_iter().any(|addr| info.find(addr).is_none())),
+            Some(info) => (
+                !info.maps.is_empty(),
+                !info.complete || addrs.into_iter().any(|addr| info.find(addr).is_none()),
+            ),
         };
-        if !stale {
-            return;
+        if stale {
+            self.refresh(pid, known);
         }
+        self.open_files(pid);
+    }
+
+    fn refresh(&mut self, pid: u32, known: bool) {
         match self.read_maps(pid) {
             Ok(info) => {
                 self.processes.insert(pid, info);
             }
-            Err(_) if !known => {
-                self.missed += 1;
-                self.processes.insert(pid, ProcessInfo::default());
+            Err(_) => {
+                let info = self.processes.entry(pid).or_default();
+                if !known && !info.complete {
+                    self.missed += 1;
+                }
+                // Whatever the events told is all there will be.
+                info.complete = true;
             }
-            Err(_) => {}
+        }
+    }
+
+    /// Opens the files of `pid`'s mappings not tried yet.
+    fn open_files(&mut self, pid: u32) {
+        let Some(info) = self.processes.get_mut(&pid) else {
+            return;
+        };
+        if info.maps.iter().all(|m| m.tried_open) {
+            return;
+        }
+        let mut maps = std::mem::take(&mut info.maps);
+        for entry in maps.iter_mut().filter(|m| !m.tried_open) {
+            entry.tried_open = true;
+            if entry.path.starts_with('/') {
+                entry.file = self.open_file(pid, entry);
+            }
+        }
+        if let Some(info) = self.processes.get_mut(&pid) {
+            info.maps = maps;
+        }
+    }
+
+    /// Applies what the kernel reported about processes' mappings since the last drain.
+    pub fn apply(&mut self, events: &[MappingEvent]) {
+        for event in events {
+            match event {
+                MappingEvent::Mmap {
+                    pid,
+                    start,
+                    len,
+                    file_offset,
+                    path,
+                } => {
+                    // The file is opened only if the process is sampled (see `observe`): events
+                    // arrive for every process on the machine.
+                    let entry = MapEntry {
+                        start: *start,
+                        end: start.saturating_add(*len),
+                        offset: *file_offset,
+                        path: path.strip_suffix(" (deleted)").unwrap_or(path).to_string(),
+                        ..MapEntry::default()
+                    };
+                    self.processes.entry(*pid).or_default().insert(entry);
+                }
+                MappingEvent::Fork { pid, parent } => {
+                    let child = self.processes.get(parent).cloned().unwrap_or_default();
+                    self.processes.insert(*pid, child);
+                }
+                MappingEvent::Exec { pid } => {
+                    self.processes.insert(
+                        *pid,
+                        ProcessInfo {
+                            maps: Vec::new(),
+                            complete: true,
+                        },
+                    );
+                }
+                // Samples of the process may still be waiting to be symbolized: keep it.
+                MappingEvent::Exit { .. } => {}
+            }
         }
     }
 
@@ -135,14 +240,11 @@ impl ProcessTable {
             // A zombie or kernel thread: nothing mapped, nothing to learn.
             return Err(io::Error::new(io::ErrorKind::NotFound, "no mappings"));
         }
-        for entry in &mut maps {
-            if !entry.path.starts_with('/') {
-                continue;
-            }
-            entry.file = self.open_file(pid, entry);
-        }
         maps.sort_by_key(|m| m.start);
-        Ok(ProcessInfo { maps })
+        Ok(ProcessInfo {
+            maps,
+            complete: true,
+        })
     }
 
     fn open_file(&mut self, pid: u32, entry: &MapEntry) -> Option<FileId> {
@@ -193,7 +295,7 @@ fn parse_maps_line(line: &str) -> Option<MapEntry> {
         end: u64::from_str_radix(end, 16).ok()?,
         offset: u64::from_str_radix(offset, 16).ok()?,
         path: path.to_string(),
-        file: None,
+        ..MapEntry::default()
     })
 }
 
@@ -272,9 +374,20 @@ mod tests {
     fn finds_mapping_by_address() {
         let info = ProcessInfo {
             maps: vec![
-                MapEntry { start: 0x1000, end: 0x2000, offset: 0, path: "/a".into(), file: None },
-                MapEntry { start: 0x3000, end: 0x4000, offset: 0, path: "/b".into(), file: None },
+                MapEntry {
+                    start: 0x1000,
+                    end: 0x2000,
+                    path: "/a".into(),
+                    ..MapEntry::default()
+                },
+                MapEntry {
+                    start: 0x3000,
+                    end: 0x4000,
+                    path: "/b".into(),
+                    ..MapEntry::default()
+                },
             ],
+            complete: true,
         };
         assert_eq!(info.find(0x1000).map(|m| m.path.as_str()), Some("/a"));
         assert_eq!(info.find(0x1fff).map(|m| m.path.as_str()), Some("/a"));
@@ -288,13 +401,71 @@ mod tests {
     fn reads_own_mappings_with_build_id() {
         let mut table = ProcessTable::default();
         let pid = std::process::id();
-        let here = reads_own_mappings_with_build_id as usize as u64;
+        let here = reads_own_mappings_with_build_id as *const () as usize as u64;
         table.observe(pid, [here]);
         let info = table.process(pid).expect("own process");
         let entry = info.find(here).expect("own code is mapped");
         let file = table.file(entry.file.expect("test binary opened"));
-        assert!(file.display_path.contains("profiler_agent"), "{}", file.display_path);
+        assert!(
+            file.display_path.contains("profiler_agent"),
+            "{}",
+            file.display_path
+        );
         assert!(file.build_id.as_deref().is_some_and(|id| id.len() >= 16));
+    }
+
+    #[test]
+    fn follows_mapping_events_of_short_lived_processes() {
+        let mut table = ProcessTable::default();
+        let own_exe = std::env::current_exe().expect("test binary path");
+        let own_exe = own_exe.to_string_lossy().into_owned();
+        // A parent known from mapping events only, a child forked from it that execs and maps
+        // this test binary, and nothing left in /proc for either (pids that do not exist).
+        let mmap = |pid, start, path: &str| MappingEvent::Mmap {
+            pid,
+            start,
+            len: 0x1000,
+            file_offset: 0,
+            path: path.to_string(),
+        };
+        table.apply(&[
+            mmap(999_990, 0x1000, "/bin/sh"),
+            MappingEvent::Fork {
+                pid: 999_991,
+                parent: 999_990,
+            },
+            MappingEvent::Exec { pid: 999_991 },
+            MappingEvent::Mmap {
+                pid: 999_991,
+                start: 0x4000,
+                len: 0x3000,
+                file_offset: 0,
+                path: own_exe.clone(),
+            },
+            MappingEvent::Mmap {
+                pid: 999_991,
+                start: 0x4800,
+                len: 0x1000,
+                file_offset: 0,
+                path: "//anon".to_string(),
+            },
+        ]);
+        table.observe(999_991, [0x4100]);
+        assert_eq!(table.missed, 0, "events made /proc unnecessary");
+        let child = table.process(999_991).expect("child known from events");
+        // Exec dropped the parent's mapping; the anonymous one split the file mapping in two.
+        assert_eq!(child.maps.len(), 3);
+        let tail = child.find(0x5900).expect("tail of the file mapping");
+        assert_eq!((tail.start, tail.offset), (0x4800 + 0x1000, 0x1800));
+        let entry = child.find(0x4100).expect("mapped");
+        assert_eq!(entry.path, own_exe);
+        assert!(
+            entry.file.is_some(),
+            "the sampled process's file was opened by path"
+        );
+        assert!(child.find(0x4900).is_some_and(MapEntry::is_anonymous));
+        table.observe(999_992, [0x4100]);
+        assert_eq!(table.missed, 1);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use profiler_common::Stat;
 
 use crate::{
     collect::{Collector, StackLoss},
-    ebpf::{KernelStats, Sampler, SamplerOptions},
+    ebpf::{KernelStats, MappingWatcher, Sampler, SamplerOptions},
     encode::{self, OutputFormat},
     symbolize::Symbolizer,
 };
@@ -70,14 +70,21 @@ enum Target {
 }
 
 pub fn run(options: RecordOptions) -> Result<()> {
-    let targets = [!options.pids.is_empty(), options.all, !options.command.is_empty()];
+    let targets = [
+        !options.pids.is_empty(),
+        options.all,
+        !options.command.is_empty(),
+    ];
     match targets.iter().filter(|&&t| t).count() {
         0 => bail!("nothing to record: give --pid PID, --all, or a command after `--`"),
         1 => {}
         _ => bail!("--pid, --all and a command after `--` exclude each other: pick one"),
     }
     if options.frequency_hz == 0 || options.frequency_hz > 10_000 {
-        bail!("--frequency must be between 1 and 10000 Hz, got {}", options.frequency_hz);
+        bail!(
+            "--frequency must be between 1 and 10000 Hz, got {}",
+            options.frequency_hz
+        );
     }
     let format = match options.format {
         Some(format) => format,
@@ -99,6 +106,18 @@ pub fn run(options: RecordOptions) -> Result<()> {
         .with_context(|| format!("cannot write the output file {}", options.output.display()))?;
 
     install_signal_handlers();
+    // Started first, so the mappings of processes that start and end between two drains are
+    // still known when their samples are symbolized.
+    let mut watcher = match MappingWatcher::start() {
+        Ok(watcher) => Some(watcher),
+        Err(error) => {
+            eprintln!(
+                "note: cannot follow new mappings ({error}); processes that live less than a \
+                 second may show [unknown] frames"
+            );
+            None
+        }
+    };
     let mut launcher = None;
     let sampler_pids = if options.all {
         None
@@ -144,8 +163,12 @@ pub fn run(options: RecordOptions) -> Result<()> {
         let until_deadline = options.duration.map(|d| d.saturating_sub(start.elapsed()));
         let nap = until_deadline.map_or(DRAIN_INTERVAL, |left| left.min(DRAIN_INTERVAL));
         sleep_unless_stopped(nap);
-        collector.absorb(sampler.drain()?);
-        progress.update(start.elapsed(), collector.total(), collector.processes.len());
+        drain(&mut sampler, watcher.as_mut(), &mut collector)?;
+        progress.update(
+            start.elapsed(),
+            collector.total(),
+            collector.processes.len(),
+        );
         if STOP.load(Ordering::SeqCst) {
             break "interrupted";
         }
@@ -172,7 +195,7 @@ pub fn run(options: RecordOptions) -> Result<()> {
         }
     };
     // Samples counted after the last flip sit in the other slot: drain it too.
-    collector.absorb(sampler.drain()?);
+    drain(&mut sampler, watcher.as_mut(), &mut collector)?;
     let elapsed = start.elapsed();
     let kernel = sampler.stats()?;
     drop(sampler);
@@ -198,7 +221,10 @@ pub fn run(options: RecordOptions) -> Result<()> {
         Target::Command(_) => format!("CPU: {}", options.command.join(" ")),
         Target::Pids(pids) => format!(
             "CPU: pid {}",
-            pids.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+            pids.iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         Target::All => "CPU: all processes".to_string(),
     };
@@ -223,13 +249,34 @@ pub fn run(options: RecordOptions) -> Result<()> {
         read_errors: collector.read_errors,
         symbolized_ratio: symbolized.ratio(),
         processes_missed: collector.processes.missed,
+        mapping_events_lost: watcher.as_ref().map_or(0, |w| w.lost),
     };
     eprint!("{summary}");
-    eprintln!(
-        "wrote {} ({})",
-        options.output.display(),
-        format.as_str()
-    );
+    if std::env::var_os("PROFILER_DEBUG").is_some() {
+        // Memory at the end of the run, after symbolization: where the peak usually is.
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        for line in status
+            .lines()
+            .filter(|l| l.starts_with("VmHWM") || l.starts_with("Rss"))
+        {
+            eprintln!("debug: {line}");
+        }
+    }
+    eprintln!("wrote {} ({})", options.output.display(), format.as_str());
+    Ok(())
+}
+
+/// Moves what the kernel gathered since the last call into `collector`: mapping events first,
+/// so the samples that follow find their processes' mappings.
+fn drain(
+    sampler: &mut Sampler,
+    watcher: Option<&mut MappingWatcher>,
+    collector: &mut Collector,
+) -> Result<()> {
+    if let Some(watcher) = watcher {
+        collector.processes.apply(&watcher.read());
+    }
+    collector.absorb(sampler.drain()?);
     Ok(())
 }
 
@@ -243,7 +290,10 @@ fn is_zombie(pid: u32) -> bool {
         .and_then(|stat| {
             // The state follows the parenthesised comm, which may itself hold spaces or ')'.
             let after = stat.rsplit_once(')')?.1;
-            after.split_whitespace().next().map(|state| state == "Z" || state == "X")
+            after
+                .split_whitespace()
+                .next()
+                .map(|state| state == "Z" || state == "X")
         })
         .unwrap_or(false)
 }
@@ -399,7 +449,7 @@ impl Progress {
         );
         if self.terminal {
             eprint!("\r{line}\x1b[K");
-        } else if updates % 10 == 0 {
+        } else if updates.is_multiple_of(10) {
             eprintln!("{line}");
         }
     }
@@ -424,6 +474,7 @@ struct Summary {
     read_errors: u64,
     symbolized_ratio: f64,
     processes_missed: u64,
+    mapping_events_lost: u64,
 }
 
 impl std::fmt::Display for Summary {
@@ -447,23 +498,15 @@ impl std::fmt::Display for Summary {
             self.read_errors
         )?;
         let loss = |kind| self.losses.get(&kind).copied().unwrap_or(0);
-        let other: u64 = self
-            .losses
+        let kinds: Vec<String> = StackLoss::ALL
             .iter()
-            .filter(|(kind, _)| matches!(kind, StackLoss::Error(_)))
-            .map(|(_, n)| n)
-            .sum();
+            .map(|&kind| format!("{}: {}", kind.description(), loss(kind)))
+            .collect();
         writeln!(
             f,
-            "stacks lost: {} (map bucket collision: {}, stack map full: {}, unreadable: {}, \
-             other errors: {other})",
-            loss(StackLoss::Collision)
-                + loss(StackLoss::MapFull)
-                + loss(StackLoss::Unreadable)
-                + other,
-            loss(StackLoss::Collision),
-            loss(StackLoss::MapFull),
-            loss(StackLoss::Unreadable),
+            "stacks lost: {} ({})",
+            StackLoss::ALL.iter().map(|&kind| loss(kind)).sum::<u64>(),
+            kinds.join(", ")
         )?;
         writeln!(
             f,
@@ -484,6 +527,9 @@ impl std::fmt::Display for Summary {
             "frames symbolized: {:.1}%",
             self.symbolized_ratio * 100.0
         )?;
+        if self.mapping_events_lost > 0 {
+            write!(f, " ({} mapping events lost)", self.mapping_events_lost)?;
+        }
         if self.processes_missed > 0 {
             write!(
                 f,

@@ -15,8 +15,10 @@ pub const PROG_ON_PROCESS_EXIT: &str = "on_process_exit";
 
 /// Sample counts, `SampleKey` → `u64`, one map per slot (see [`Config::active_slot`]).
 pub const MAP_COUNTS: [&str; 2] = ["COUNTS_0", "COUNTS_1"];
-/// Stack traces referenced by the counts of the same slot.
+/// Stack traces referenced by the counts of the same slot: stack id → [`StackTrace`].
 pub const MAP_STACKS: [&str; 2] = ["STACKS_0", "STACKS_1"];
+/// Per-CPU scratch [`StackTrace`] the sampler copies a stack into before hashing it.
+pub const MAP_STACK_SCRATCH: &str = "STACK_SCRATCH";
 /// Array of one [`Config`], written by the agent, read by every program.
 pub const MAP_CONFIG: &str = "CONFIG";
 /// Processes (`pid`, i.e. Linux tgid) to sample when [`Config::filter_pids`] is set: `u32` → `u8`.
@@ -26,9 +28,9 @@ pub const MAP_STATS: &str = "STATS";
 
 /// Capacity of each counts map: distinct (pid, tid, comm, stacks) keys per drain interval.
 pub const COUNTS_MAX_ENTRIES: u32 = 16_384;
-/// Capacity of each stack map. The kernel hashes a stack to a bucket and refuses a different
-/// stack in an occupied bucket (`-EEXIST`), so this is sized well above the stacks per interval.
-pub const STACKS_MAX_ENTRIES: u32 = 16_384;
+/// Capacity of each stack map: distinct stacks per drain interval. Entries are preallocated
+/// (kernels before 6.1 require it for perf_event programs): about 1 KiB each.
+pub const STACKS_MAX_ENTRIES: u32 = 8_192;
 /// Capacity of the pid filter (processes plus the threads of followed children).
 pub const PID_FILTER_MAX_ENTRIES: u32 = 16_384;
 /// Frames kept per stack (the kernel's `PERF_MAX_STACK_DEPTH`).
@@ -36,19 +38,19 @@ pub const MAX_STACK_DEPTH: usize = 127;
 /// Length of a task's `comm`, including the terminating NUL (`TASK_COMM_LEN`).
 pub const COMM_LEN: usize = 16;
 
-/// `errno` values a stack id can carry when `bpf_get_stackid` failed; the key keeps the negated
-/// value so the sample is still counted and the loss is visible.
+/// Why a sample has no stack id (the `*_stack_error` fields of [`SampleKey`]); the sample is
+/// still counted, so losses stay visible.
 pub mod stack_error {
     /// No stack of that kind: the kernel part of a user-mode sample, or the user part of a
     /// kernel thread. Expected, not a loss.
-    pub const EFAULT: i32 = 14;
-    /// Another stack already occupies the hash bucket: the stack is lost.
-    pub const EEXIST: i32 = 17;
-    /// The stack map has no free bucket: the stack is lost.
-    pub const ENOMEM: i32 = 12;
+    pub const NONE: i32 = 1;
+    /// The stack map was full: the stack is lost.
+    pub const MAP_FULL: i32 = 2;
+    /// `bpf_get_stack` failed (the negated errno is counted in the stats): the stack is lost.
+    pub const CAPTURE_FAILED: i32 = 3;
 }
 
-/// Key of one aggregated sample. 32 bytes, no padding.
+/// Key of one aggregated sample. 48 bytes, no padding.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SampleKey {
@@ -56,12 +58,27 @@ pub struct SampleKey {
     pub pid: u32,
     /// Thread id (what Linux calls "pid").
     pub tid: u32,
-    /// Id in the slot's stack map, or a negated `errno` (see [`stack_error`]).
-    pub user_stack_id: i32,
-    /// Id in the slot's stack map, or a negated `errno` (see [`stack_error`]).
-    pub kernel_stack_id: i32,
+    /// Key of the user stack in the slot's stack map (a hash of its frames); 0 when there is none.
+    pub user_stack_id: u64,
+    /// Key of the kernel stack in the slot's stack map; 0 when there is none.
+    pub kernel_stack_id: u64,
+    /// 0, or why there is no user stack id (see [`stack_error`]).
+    pub user_stack_error: i32,
+    /// 0, or why there is no kernel stack id (see [`stack_error`]).
+    pub kernel_stack_error: i32,
     /// The thread's `comm`, NUL-padded.
     pub comm: [u8; COMM_LEN],
+}
+
+/// A captured stack: `len` instruction pointers, innermost first; the rest of `frames` is zero.
+/// Stacks are keyed by a 64-bit hash of their frames, so two different stacks never evict or
+/// refuse each other (the kernel's stack-trace map drops a stack whose hash bucket is taken).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StackTrace {
+    /// Number of valid frames.
+    pub len: u64,
+    pub frames: [u64; MAX_STACK_DEPTH],
 }
 
 /// Settings shared by all programs. Written by the agent, read by the kernel; `u32` flags instead
@@ -93,20 +110,16 @@ pub enum Stat {
     FilteredOut,
     /// Samples without a user stack (kernel threads).
     UserStackNone,
-    /// User stacks lost to a stack map bucket collision (`-EEXIST`).
-    UserStackCollision,
-    /// User stacks lost because the stack map had no free bucket.
+    /// User stacks lost because the stack map was full.
     UserStackMapFull,
-    /// User stacks lost to another error.
-    UserStackOther,
+    /// User stacks lost because `bpf_get_stack` failed.
+    UserStackCaptureFailed,
     /// Samples without a kernel stack (taken in user mode).
     KernelStackNone,
-    /// Kernel stacks lost to a stack map bucket collision (`-EEXIST`).
-    KernelStackCollision,
-    /// Kernel stacks lost because the stack map had no free bucket.
+    /// Kernel stacks lost because the stack map was full.
     KernelStackMapFull,
-    /// Kernel stacks lost to another error.
-    KernelStackOther,
+    /// Kernel stacks lost because `bpf_get_stack` failed.
+    KernelStackCaptureFailed,
     /// Samples lost because the counts map was full.
     CountsMapFull,
     /// Children or threads added to the pid filter.
@@ -129,6 +142,8 @@ mod pod {
     unsafe impl aya::Pod for super::SampleKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Config {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::StackTrace {}
 }
 
 #[cfg(test)]
@@ -138,7 +153,8 @@ mod tests {
 
     #[test]
     fn abi_types_have_no_padding() {
-        assert_eq!(size_of::<SampleKey>(), 4 + 4 + 4 + 4 + COMM_LEN);
+        assert_eq!(size_of::<SampleKey>(), 4 + 4 + 8 + 8 + 4 + 4 + COMM_LEN);
         assert_eq!(size_of::<Config>(), 4 * 4);
+        assert_eq!(size_of::<StackTrace>(), 8 * (1 + MAX_STACK_DEPTH));
     }
 }

@@ -9,18 +9,21 @@
 
 use aya_ebpf::{
     bindings::BPF_F_USER_STACK,
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_get_stack},
     macros::{map, perf_event, tracepoint},
-    maps::{Array, HashMap, PerCpuArray, StackTrace},
-    programs::{tracing::StackIdContext, PerfEventContext, TracePointContext},
+    maps::{Array, HashMap, PerCpuArray},
+    programs::{PerfEventContext, TracePointContext},
+    EbpfContext,
 };
 use profiler_common::{
-    stack_error, Config, SampleKey, Stat, COUNTS_MAX_ENTRIES, PID_FILTER_MAX_ENTRIES,
-    STACKS_MAX_ENTRIES,
+    stack_error, Config, SampleKey, StackTrace, Stat, COUNTS_MAX_ENTRIES, MAX_STACK_DEPTH,
+    PID_FILTER_MAX_ENTRIES, STACKS_MAX_ENTRIES,
 };
 
 /// `BPF_NOEXIST`: insert only if the key is absent.
 const BPF_NOEXIST: u64 = 1;
+/// `EEXIST`: the key is already in the map.
+const EEXIST: i32 = 17;
 
 #[map]
 static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
@@ -34,9 +37,13 @@ static COUNTS_0: HashMap<SampleKey, u64> = HashMap::with_max_entries(COUNTS_MAX_
 static COUNTS_1: HashMap<SampleKey, u64> = HashMap::with_max_entries(COUNTS_MAX_ENTRIES, 0);
 
 #[map]
-static STACKS_0: StackTrace = StackTrace::with_max_entries(STACKS_MAX_ENTRIES, 0);
+static STACKS_0: HashMap<u64, StackTrace> = HashMap::with_max_entries(STACKS_MAX_ENTRIES, 0);
 #[map]
-static STACKS_1: StackTrace = StackTrace::with_max_entries(STACKS_MAX_ENTRIES, 0);
+static STACKS_1: HashMap<u64, StackTrace> = HashMap::with_max_entries(STACKS_MAX_ENTRIES, 0);
+
+/// Per-CPU buffer for one stack: too large for the 512-byte BPF stack.
+#[map]
+static STACK_SCRATCH: PerCpuArray<StackTrace> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Stat::COUNT, 0);
@@ -50,17 +57,92 @@ fn count(stat: Stat) {
     }
 }
 
-/// Classifies a failed `bpf_get_stackid` into the stats, returning the negated errno kept in the
-/// key. `none` is the expected "no stack of this kind" case, the others are losses.
+/// Which stack to capture, with the counters for its outcomes.
+struct StackKind {
+    flags: u64,
+    none: Stat,
+    map_full: Stat,
+    capture_failed: Stat,
+}
+
+const USER_STACK: StackKind = StackKind {
+    flags: BPF_F_USER_STACK as u64,
+    none: Stat::UserStackNone,
+    map_full: Stat::UserStackMapFull,
+    capture_failed: Stat::UserStackCaptureFailed,
+};
+
+const KERNEL_STACK: StackKind = StackKind {
+    flags: 0,
+    none: Stat::KernelStackNone,
+    map_full: Stat::KernelStackMapFull,
+    capture_failed: Stat::KernelStackCaptureFailed,
+};
+
+/// FNV-1a style mixing over whole frames; 0 is reserved for "no stack".
 #[inline(always)]
-fn stack_failure(err: i32, none: Stat, collision: Stat, full: Stat, other: Stat) -> i32 {
-    match -err {
-        stack_error::EFAULT => count(none),
-        stack_error::EEXIST => count(collision),
-        stack_error::ENOMEM => count(full),
-        _ => count(other),
+fn hash_frames(trace: &StackTrace) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325 ^ trace.len;
+    let mut i = 0;
+    while i < MAX_STACK_DEPTH {
+        if i as u64 >= trace.len {
+            break;
+        }
+        hash = (hash ^ trace.frames[i]).wrapping_mul(0x0000_0100_0000_01b3);
+        hash ^= hash >> 29;
+        i += 1;
     }
-    err
+    if hash == 0 {
+        1
+    } else {
+        hash
+    }
+}
+
+/// Captures one stack into `stacks` and returns (stack id, error): the id is a hash of the
+/// frames, so an identical stack maps to the same entry and different stacks never collide in
+/// practice.
+#[inline(always)]
+fn capture_stack(
+    ctx: &PerfEventContext,
+    stacks: &HashMap<u64, StackTrace>,
+    kind: &StackKind,
+) -> (u64, i32) {
+    let Some(trace) = STACK_SCRATCH.get_ptr_mut(0) else {
+        count(kind.capture_failed);
+        return (0, stack_error::CAPTURE_FAILED);
+    };
+    // SAFETY: `trace` points to this CPU's scratch entry, which nothing else uses while this
+    // program runs; bpf_get_stack writes at most the size given and zeroes the unused tail.
+    let copied = unsafe {
+        bpf_get_stack(
+            ctx.as_ptr(),
+            (*trace).frames.as_mut_ptr().cast(),
+            (MAX_STACK_DEPTH * 8) as u32,
+            kind.flags,
+        )
+    };
+    if copied < 0 {
+        count(kind.capture_failed);
+        return (0, stack_error::CAPTURE_FAILED);
+    }
+    if copied == 0 {
+        count(kind.none);
+        return (0, stack_error::NONE);
+    }
+    // SAFETY: as above.
+    let trace = unsafe { &mut *trace };
+    trace.len = copied as u64 / 8;
+    let id = hash_frames(trace);
+    // -EEXIST means this stack is already stored: fine. Anything else means the map is full.
+    match stacks.insert(&id, trace, BPF_NOEXIST) {
+        Ok(()) => (id, 0),
+        Err(err) if err == -EEXIST => (id, 0),
+        Err(_) => {
+            count(kind.map_full);
+            (0, stack_error::MAP_FULL)
+        }
+    }
 }
 
 /// Counts one cpu-clock sample.
@@ -93,31 +175,15 @@ fn try_on_cpu_sample(ctx: &PerfEventContext) {
         (&COUNTS_1, &STACKS_1)
     };
 
-    let user_stack_id = match ctx.get_stackid(stacks, BPF_F_USER_STACK as u64) {
-        Ok(id) => id as i32,
-        Err(err) => stack_failure(
-            err,
-            Stat::UserStackNone,
-            Stat::UserStackCollision,
-            Stat::UserStackMapFull,
-            Stat::UserStackOther,
-        ),
-    };
-    let kernel_stack_id = match ctx.get_stackid(stacks, 0) {
-        Ok(id) => id as i32,
-        Err(err) => stack_failure(
-            err,
-            Stat::KernelStackNone,
-            Stat::KernelStackCollision,
-            Stat::KernelStackMapFull,
-            Stat::KernelStackOther,
-        ),
-    };
+    let (user_stack_id, user_stack_error) = capture_stack(ctx, stacks, &USER_STACK);
+    let (kernel_stack_id, kernel_stack_error) = capture_stack(ctx, stacks, &KERNEL_STACK);
     let key = SampleKey {
         pid,
         tid,
         user_stack_id,
         kernel_stack_id,
+        user_stack_error,
+        kernel_stack_error,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
 

@@ -53,7 +53,11 @@ impl fmt::Display for Missing {
         match self {
             Missing::DebianRust { what } => write!(f, "{what} is missing"),
             Missing::Linker { root, .. } => {
-                write!(f, "bpf-linker {BPF_LINKER_VERSION} is not in {}", root.display())
+                write!(
+                    f,
+                    "bpf-linker {BPF_LINKER_VERSION} is not in {}",
+                    root.display()
+                )
             }
         }
     }

@@ -126,7 +126,10 @@ fn build_ebpf(install: bool) -> Result<PathBuf> {
                     bail!("the Debian Rust packages are installed but still incomplete");
                 }
             }
-            Err(ebpf_build::Missing::Linker { llvm_major, root: linker_root }) => {
+            Err(ebpf_build::Missing::Linker {
+                llvm_major,
+                root: linker_root,
+            }) => {
                 install_linker(llvm_major, &linker_root)?;
             }
         }
@@ -202,12 +205,15 @@ fn test(cargo_args: &[String]) -> Result<()> {
     install_test_tools()?;
     run_checked(cargo().args(["fmt", "--all", "--", "--check"]))
         .context("code is not formatted: run `cargo fmt --all`")?;
-    run_checked(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
-    run_checked(
-        cargo()
-            .args(["test", "--workspace", "--"])
-            .args(cargo_args),
-    )
+    run_checked(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run_checked(cargo().args(["test", "--workspace", "--"]).args(cargo_args))
 }
 
 fn run(duration: u64, output: &Path) -> Result<()> {
@@ -225,6 +231,9 @@ fn run(duration: u64, output: &Path) -> Result<()> {
             .arg("--output")
             .arg(output),
     )?;
-    eprintln!("open {} in a browser to explore the flame graph", output.display());
+    eprintln!(
+        "open {} in a browser to explore the flame graph",
+        output.display()
+    );
     Ok(())
 }

@@ -5,12 +5,15 @@
 //! programs already running on the old slot to finish, read and clear the old slot. The sampler
 //! keeps counting into the new slot meanwhile, so no sample is lost to the drain.
 
+mod mapping_events;
 mod tracefs;
+
+pub use mapping_events::{MappingEvent, MappingWatcher};
 
 use std::{collections::HashMap as StdHashMap, thread, time::Duration};
 
 use aya::{
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray, StackTraceMap},
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray},
     programs::{
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
         PerfEvent, ProgramError, TracePoint,
@@ -19,14 +22,15 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
 };
 use profiler_common::{
-    Config, SampleKey, Stat, MAP_CONFIG, MAP_COUNTS, MAP_PID_FILTER, MAP_STACKS, MAP_STATS,
-    PROG_ON_CPU_SAMPLE, PROG_ON_PROCESS_EXIT, PROG_ON_PROCESS_FORK,
+    Config, SampleKey, StackTrace, Stat, MAP_CONFIG, MAP_COUNTS, MAP_PID_FILTER, MAP_STACKS,
+    MAP_STATS, PROG_ON_CPU_SAMPLE, PROG_ON_PROCESS_EXIT, PROG_ON_PROCESS_FORK,
 };
 
 use crate::caps;
 
 /// The kernel programs, built by `build.rs` (empty when the eBPF toolchain was missing).
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profiler-ebpf.o"));
+static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profiler-ebpf.o"));
 
 /// How long programs that read the old slot before a flip may still be writing to it. They run
 /// with preemption disabled and take microseconds; this is a wide margin.
@@ -44,8 +48,9 @@ pub enum SamplerError {
     MissingCapabilities(String),
     #[error("loading the eBPF programs failed: {source}{hint}")]
     Load {
+        // Boxed: the error is rare and large, and this enum travels through every Result here.
         #[source]
-        source: EbpfError,
+        source: Box<EbpfError>,
         hint: String,
     },
     #[error("the eBPF object has no program or map `{name}`")]
@@ -96,7 +101,7 @@ pub struct SamplerOptions {
 pub struct Drained {
     pub counts: Vec<(SampleKey, u64)>,
     /// Instruction pointers per stack id, innermost first.
-    pub stacks: StdHashMap<u32, Vec<u64>>,
+    pub stacks: StdHashMap<u64, Vec<u64>>,
     /// Keys or stacks that could not be read back (a map error while draining).
     pub read_errors: u64,
 }
@@ -119,7 +124,7 @@ pub struct Sampler {
     config: Config,
     pid_filter: HashMap<MapData, u32, u8>,
     counts: [HashMap<MapData, SampleKey, u64>; 2],
-    stacks: [StackTraceMap<MapData>; 2],
+    stacks: [HashMap<MapData, u64, StackTrace>; 2],
     stats: PerCpuArray<MapData, u64>,
 }
 
@@ -132,12 +137,13 @@ impl Sampler {
         caps::require_for_ebpf().map_err(SamplerError::MissingCapabilities)?;
         raise_memlock_limit();
 
-        let mut ebpf = EbpfLoader::new()
-            .load(EBPF_OBJECT)
-            .map_err(|source| SamplerError::Load {
-                hint: load_hint(&source),
-                source,
-            })?;
+        let mut ebpf =
+            EbpfLoader::new()
+                .load(EBPF_OBJECT)
+                .map_err(|source| SamplerError::Load {
+                    hint: load_hint(&source),
+                    source: Box::new(source),
+                })?;
         let mut config_map: Array<MapData, Config> = take_map(&mut ebpf, MAP_CONFIG)?;
         let mut pid_filter: HashMap<MapData, u32, u8> = take_map(&mut ebpf, MAP_PID_FILTER)?;
         let counts = [
@@ -232,16 +238,15 @@ impl Sampler {
         }
 
         let stacks = &mut self.stacks[drained_slot];
-        let stack_ids: Vec<u32> = stacks.stack_ids().filter_map(Result::ok).collect();
+        let stack_ids: Vec<u64> = stacks.keys().filter_map(Result::ok).collect();
         for id in stack_ids {
             match stacks.get(&id, 0) {
                 Ok(trace) => {
-                    let ips = trace.frames().iter().map(|frame| frame.ip).collect();
-                    drained.stacks.insert(id, ips);
+                    let len = (trace.len as usize).min(trace.frames.len());
+                    drained.stacks.insert(id, trace.frames[..len].to_vec());
                 }
                 Err(_) => drained.read_errors += 1,
             }
-            // A stale stack left behind would make the bucket refuse the next different stack.
             let _ = stacks.remove(&id);
         }
         Ok(drained)
@@ -251,13 +256,13 @@ impl Sampler {
     pub fn stats(&self) -> Result<KernelStats, SamplerError> {
         let mut stats = KernelStats::default();
         for (index, total) in stats.0.iter_mut().enumerate() {
-            let values = self
-                .stats
-                .get(&(index as u32), 0)
-                .map_err(|source| SamplerError::Map {
-                    name: MAP_STATS,
-                    source,
-                })?;
+            let values =
+                self.stats
+                    .get(&(index as u32), 0)
+                    .map_err(|source| SamplerError::Map {
+                        name: MAP_STATS,
+                        source,
+                    })?;
             *total = values.iter().sum();
         }
         Ok(stats)
@@ -310,11 +315,7 @@ fn attach_perf_events(ebpf: &mut Ebpf, frequency_hz: u64) -> Result<(), SamplerE
     Ok(())
 }
 
-fn attach_tracepoint(
-    ebpf: &mut Ebpf,
-    name: &'static str,
-    event: &str,
-) -> Result<(), SamplerError> {
+fn attach_tracepoint(ebpf: &mut Ebpf, name: &'static str, event: &str) -> Result<(), SamplerError> {
     let program: &mut TracePoint = ebpf
         .program_mut(name)
         .ok_or_else(|| SamplerError::Missing {
@@ -371,7 +372,7 @@ mod tests {
     use std::mem::size_of;
 
     use profiler_common::{
-        COUNTS_MAX_ENTRIES, MAX_STACK_DEPTH, PID_FILTER_MAX_ENTRIES, STACKS_MAX_ENTRIES,
+        COUNTS_MAX_ENTRIES, MAP_STACK_SCRATCH, PID_FILTER_MAX_ENTRIES, STACKS_MAX_ENTRIES,
     };
 
     use super::*;
@@ -380,7 +381,6 @@ mod tests {
     const HASH: u32 = 1;
     const ARRAY: u32 = 2;
     const PERCPU_ARRAY: u32 = 6;
-    const STACK_TRACE: u32 = 7;
 
     #[test]
     fn embedded_object_matches_the_shared_abi() {
@@ -393,7 +393,11 @@ mod tests {
             return;
         }
         let object = aya_obj::Object::parse(EBPF_OBJECT).expect("the embedded object parses");
-        for program in [PROG_ON_CPU_SAMPLE, PROG_ON_PROCESS_FORK, PROG_ON_PROCESS_EXIT] {
+        for program in [
+            PROG_ON_CPU_SAMPLE,
+            PROG_ON_PROCESS_FORK,
+            PROG_ON_PROCESS_EXIT,
+        ] {
             assert!(
                 object.programs.contains_key(program),
                 "program {program} missing; found {:?}",
@@ -401,14 +405,15 @@ mod tests {
             );
         }
         let key = size_of::<SampleKey>() as u32;
-        let frames = (MAX_STACK_DEPTH * size_of::<u64>()) as u32;
+        let trace = size_of::<StackTrace>() as u32;
         let expected = [
             (MAP_CONFIG, ARRAY, 4, size_of::<Config>() as u32, 1),
             (MAP_PID_FILTER, HASH, 4, 1, PID_FILTER_MAX_ENTRIES),
             (MAP_COUNTS[0], HASH, key, 8, COUNTS_MAX_ENTRIES),
             (MAP_COUNTS[1], HASH, key, 8, COUNTS_MAX_ENTRIES),
-            (MAP_STACKS[0], STACK_TRACE, 4, frames, STACKS_MAX_ENTRIES),
-            (MAP_STACKS[1], STACK_TRACE, 4, frames, STACKS_MAX_ENTRIES),
+            (MAP_STACKS[0], HASH, 8, trace, STACKS_MAX_ENTRIES),
+            (MAP_STACKS[1], HASH, 8, trace, STACKS_MAX_ENTRIES),
+            (MAP_STACK_SCRATCH, PERCPU_ARRAY, 4, trace, 1),
             (MAP_STATS, PERCPU_ARRAY, 4, 8, Stat::COUNT),
         ];
         for (name, map_type, key_size, value_size, max_entries) in expected {

@@ -64,7 +64,7 @@ pub fn field_offset(category: &str, event: &str, field: &str) -> Result<u32, Tra
     })
 }
 
-/// Finds `offset:N;` on the line declaring `field` (`field:pid_t child_pid;	offset:20;...`).
+/// Finds `offset:N;` on the line declaring `field` (`field:pid_t child_pid; offset:20;...`).
 fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
     format.lines().find_map(|line| {
         let decl = line.trim().strip_prefix("field:")?;

@@ -13,7 +13,6 @@ use crate::profile::{Profile, UNKNOWN_FUNCTION};
 const KERNEL_SUFFIX: &str = "_[k]";
 /// Frame standing for a sample without any frames.
 const NO_STACK: &str = "[no stack]";
-/// Frame name used when a name is empty.
 
 /// Folds the samples of `profile` into sorted collapsed-stack lines.
 ///

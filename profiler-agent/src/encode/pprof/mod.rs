@@ -29,8 +29,6 @@ pub const MAX_DECODED_BYTES: usize = 256 << 20;
 /// The first two bytes of every gzip member (RFC 1952, section 2.3.1).
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
-/// The function name `symbolize` gives to addresses it could not resolve.
-
 /// Function of the synthetic location given to samples without frames (as in `folded`).
 const NO_STACK_FUNCTION: &str = "[no stack]";
 

@@ -1,4 +1,4 @@
-//! Errors of the encoders in [`crate::encode`] and of [`super::pprof::decode`].
+//! Errors of the encoders in [`crate::encode`].
 
 use std::io;
 
@@ -10,24 +10,6 @@ pub enum EncodeError {
     Compress {
         #[source]
         source: io::Error,
-    },
-    /// The input looked like gzip (magic `1f 8b`) but could not be decompressed.
-    #[error("invalid gzip stream in pprof input")]
-    Decompress {
-        #[source]
-        source: io::Error,
-    },
-    /// The input (after decompression) is larger than the decoder accepts.
-    #[error("pprof input is larger than {limit_bytes} bytes after decompression")]
-    TooLarge {
-        /// The limit that was exceeded.
-        limit_bytes: u64,
-    },
-    /// The (decompressed) input is not a valid `perftools.profiles.Profile` protobuf.
-    #[error("invalid pprof protobuf")]
-    Decode {
-        #[source]
-        source: prost::DecodeError,
     },
     /// inferno could not render the flame graph.
     #[error("rendering the flame graph failed")]

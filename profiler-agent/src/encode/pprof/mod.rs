@@ -7,27 +7,19 @@
 //! location, as in the folded output, because pprof tools silently drop samples without
 //! locations. [`PprofBuilder`] owns the deduplicated string and function tables.
 //!
-//! [`decode`] reads plain or gzip-compressed pprof from any producer and is safe on untrusted
-//! input; the server's ingest reuses it.
+//! The messages and the decoder live in `profiler-pprof`, shared with the server's ingest.
 
-pub mod proto;
+pub use profiler_pprof::{decode, proto, DecodeError};
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 
-use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use prost::Message;
 
 use super::EncodeError;
 use crate::profile::{Profile, UNKNOWN_FUNCTION};
-
-/// Largest protobuf [`decode`] accepts, after decompression: 256 MiB.
-pub const MAX_DECODED_BYTES: usize = 256 << 20;
-
-/// The first two bytes of every gzip member (RFC 1952, section 2.3.1).
-const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// Function of the synthetic location given to samples without frames (as in `folded`).
 const NO_STACK_FUNCTION: &str = "[no stack]";
@@ -52,40 +44,6 @@ pub fn encode_gzip(profile: &Profile) -> Result<Vec<u8>, EncodeError> {
 /// Converts `profile` to pprof messages.
 pub fn to_proto(profile: &Profile) -> proto::Profile {
     PprofBuilder::new().build(profile)
-}
-
-/// Decodes a pprof profile, gzip-compressed (detected by the magic bytes `1f 8b`) or plain.
-///
-/// Never panics on malformed input; input larger than [`MAX_DECODED_BYTES`] after decompression
-/// is rejected with [`EncodeError::TooLarge`].
-pub fn decode(bytes: &[u8]) -> Result<proto::Profile, EncodeError> {
-    decode_with_limit(bytes, MAX_DECODED_BYTES)
-}
-
-fn decode_with_limit(bytes: &[u8], limit: usize) -> Result<proto::Profile, EncodeError> {
-    let too_large = || EncodeError::TooLarge {
-        limit_bytes: u64::try_from(limit).unwrap_or(u64::MAX),
-    };
-    let decoded = if bytes.starts_with(&GZIP_MAGIC) {
-        let mut raw = Vec::new();
-        // Read one byte past the limit to tell "exactly at the limit" from "over it" without
-        // inflating a gzip bomb any further.
-        let read_limit = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
-        MultiGzDecoder::new(bytes)
-            .take(read_limit)
-            .read_to_end(&mut raw)
-            .map_err(|source| EncodeError::Decompress { source })?;
-        if raw.len() > limit {
-            return Err(too_large());
-        }
-        proto::Profile::decode(raw.as_slice())
-    } else {
-        if bytes.len() > limit {
-            return Err(too_large());
-        }
-        proto::Profile::decode(bytes)
-    };
-    decoded.map_err(|source| EncodeError::Decode { source })
 }
 
 /// Builds a [`proto::Profile`] from a [`Profile`], deduplicating strings and functions.
@@ -321,6 +279,7 @@ fn saturating_i64(value: u64) -> i64 {
 mod tests {
     use super::*;
     use crate::encode::test_profile;
+    use profiler_pprof::{decode_with_limit, GZIP_MAGIC};
 
     fn string(profile: &proto::Profile, index: i64) -> &str {
         let index = usize::try_from(index).expect("string index is not negative");
@@ -579,7 +538,7 @@ mod tests {
         // Trailing bytes after a gzip member are read as a second (broken) member.
         assert!(matches!(
             decode(&trailing_garbage),
-            Err(EncodeError::Decompress { .. })
+            Err(DecodeError::Decompress { .. })
         ));
     }
 
@@ -590,7 +549,7 @@ mod tests {
         let limit = plain.len() - 1;
         for bytes in [&plain, &gzipped] {
             match decode_with_limit(bytes, limit) {
-                Err(EncodeError::TooLarge { limit_bytes }) => {
+                Err(DecodeError::TooLarge { limit_bytes }) => {
                     assert_eq!(limit_bytes, limit as u64)
                 }
                 other => panic!("expected TooLarge, got {other:?}"),
@@ -603,7 +562,7 @@ mod tests {
         let bomb = encoder.finish().expect("finish gzip");
         assert!(matches!(
             decode_with_limit(&bomb, 4096),
-            Err(EncodeError::TooLarge { limit_bytes: 4096 })
+            Err(DecodeError::TooLarge { limit_bytes: 4096 })
         ));
     }
 

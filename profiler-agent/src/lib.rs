@@ -3,11 +3,15 @@
 //! → [`symbolize`] (blazesym) → [`profile`] (the symbolized model) → [`encode`] (pprof, folded,
 //! SVG). [`record`] owns the loop of `profiler-agent record`.
 
+pub mod agent;
 pub mod caps;
 pub mod collect;
 pub mod ebpf;
 pub mod encode;
+pub mod export;
 pub mod process;
 pub mod profile;
 pub mod record;
+pub mod run;
+pub mod signals;
 pub mod symbolize;

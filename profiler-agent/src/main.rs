@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use profiler_agent::{
     encode::OutputFormat,
     record::{self, RecordOptions},
+    run::{self, RunOptions},
 };
 
 /// eBPF CPU profiler agent: samples stacks of every CPU in the kernel, symbolizes them on the node
@@ -31,6 +32,73 @@ enum Commands {
     /// exit, or on Ctrl-C; the profile is written in every case.
     #[command(verbatim_doc_comment)]
     Record(RecordArgs),
+    /// Profile continuously and upload one pprof per service every interval to the server.
+    ///
+    /// Example:
+    ///   profiler-agent run --server http://127.0.0.1:4040
+    ///
+    /// Samples every process (or the --pid ones) at a low frequency, symbolizes on this node,
+    /// and sends each service's profile (service = process name, or --service-name) to
+    /// POST /api/v1/profiles. When the server is unreachable, profiles wait in a bounded queue
+    /// (oldest dropped and counted when full) and are retried with backoff. A status line is
+    /// logged every minute. Stops on SIGINT/SIGTERM after sending what is queued.
+    #[command(verbatim_doc_comment)]
+    Run(RunArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// The profiler server (http:// only for now).
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:4040")]
+    server: String,
+
+    /// Bearer token the server requires (see profiler-server --auth-token).
+    #[arg(long, env = "PROFILER_AUTH_TOKEN", hide_env_values = true)]
+    auth_token: Option<String>,
+
+    /// Profile only this process (and children it starts); repeat for several. Default: all.
+    #[arg(short, long = "pid", value_name = "PID")]
+    pids: Vec<u32>,
+
+    /// Samples per second on each CPU.
+    #[arg(short = 'F', long, value_name = "HZ", default_value_t = 19)]
+    frequency: u64,
+
+    /// Seconds between uploads (each upload covers that window).
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
+    upload_interval: Duration,
+
+    /// Service name for every profile, instead of each process's name.
+    #[arg(long, value_name = "NAME")]
+    service_name: Option<String>,
+
+    /// Extra label on every profile, KEY=VALUE; repeatable (host_name is added by default).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+
+    /// Most bytes of profiles waiting for the server; the oldest are dropped past it.
+    #[arg(long, value_name = "BYTES", default_value_t = 32 << 20)]
+    max_queue_bytes: usize,
+
+    /// Do not add processes started by the --pid ones.
+    #[arg(long)]
+    no_children: bool,
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not KEY=VALUE"))?;
+    let valid = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+    if !valid {
+        return Err(format!(
+            "label name `{key}` must be letters, digits, `_` or `.`"
+        ));
+    }
+    Ok((key.to_string(), value.to_string()))
 }
 
 #[derive(clap::Args, Debug)]
@@ -104,6 +172,17 @@ fn main() -> ExitCode {
             format: args.format,
             follow_children: !args.no_children,
             quiet: args.quiet,
+        }),
+        Commands::Run(args) => run::run(RunOptions {
+            server: args.server,
+            auth_token: args.auth_token,
+            pids: args.pids,
+            frequency_hz: args.frequency,
+            upload_interval: args.upload_interval,
+            service_name: args.service_name,
+            labels: args.labels,
+            max_queue_bytes: args.max_queue_bytes,
+            follow_children: !args.no_children,
         }),
     };
     match result {

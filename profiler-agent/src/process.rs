@@ -119,6 +119,10 @@ pub struct ProcessTable {
     file_ids: HashMap<(u64, u64), FileId>,
     /// Processes that had exited before their mappings could be read.
     pub missed: u64,
+    /// Processes whose exit was reported since the last `prune_exited`.
+    exited: Vec<u32>,
+    /// Process names (`/proc/PID/comm` of the main thread), read while the process lives.
+    names: HashMap<u32, String>,
 }
 
 impl ProcessTable {
@@ -137,6 +141,29 @@ impl ProcessTable {
             self.refresh(pid, known);
         }
         self.open_files(pid);
+        if let std::collections::hash_map::Entry::Vacant(entry) = self.names.entry(pid) {
+            if let Ok(name) = fs::read_to_string(format!("/proc/{pid}/comm")) {
+                entry.insert(name.trim_end().to_string());
+            }
+        }
+    }
+
+    /// The process's name (its main thread's `comm`), if it was read while the process lived.
+    pub fn name(&self, pid: u32) -> Option<&str> {
+        self.names.get(&pid).map(String::as_str)
+    }
+
+    /// Forgets the processes that exited since the last call.
+    pub fn prune_exited(&mut self) {
+        for pid in std::mem::take(&mut self.exited) {
+            self.processes.remove(&pid);
+            self.names.remove(&pid);
+        }
+    }
+
+    /// Number of mapped files held open.
+    pub fn open_file_count(&self) -> usize {
+        self.files.len()
     }
 
     fn refresh(&mut self, pid: u32, known: bool) {
@@ -202,6 +229,7 @@ impl ProcessTable {
                     self.processes.insert(*pid, child);
                 }
                 MappingEvent::Exec { pid } => {
+                    self.names.remove(pid);
                     self.processes.insert(
                         *pid,
                         ProcessInfo {
@@ -210,8 +238,9 @@ impl ProcessTable {
                         },
                     );
                 }
-                // Samples of the process may still be waiting to be symbolized: keep it.
-                MappingEvent::Exit { .. } => {}
+                // Samples of the process may still be waiting to be symbolized: it is
+                // forgotten only at the next `prune_exited`.
+                MappingEvent::Exit { pid } => self.exited.push(*pid),
             }
         }
     }

@@ -9,18 +9,18 @@ use std::{
     os::unix::{fs::PermissionsExt, io::FromRawFd, process::ExitStatusExt},
     path::{Path, PathBuf},
     process::ExitStatus,
-    sync::atomic::{AtomicBool, Ordering},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context, Result};
 use profiler_common::Stat;
 
 use crate::{
-    collect::{Collector, StackLoss},
-    ebpf::{KernelStats, MappingWatcher, Sampler, SamplerOptions},
+    agent::Profiler,
+    collect::StackLoss,
+    ebpf::{KernelStats, SamplerOptions},
     encode::{self, OutputFormat},
-    symbolize::Symbolizer,
+    signals,
 };
 
 /// How often the kernel maps are drained (and new processes' mappings read).
@@ -38,28 +38,6 @@ pub struct RecordOptions {
     pub format: Option<OutputFormat>,
     pub follow_children: bool,
     pub quiet: bool,
-}
-
-/// Set by SIGINT or SIGTERM: end the recording (and still write the profile).
-static STOP: AtomicBool = AtomicBool::new(false);
-/// Set by SIGCHLD: the command may have exited, check now rather than at the next drain.
-static CHILD_EXITED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(signal: libc::c_int) {
-    if signal == libc::SIGCHLD {
-        CHILD_EXITED.store(true, Ordering::SeqCst);
-    } else {
-        STOP.store(true, Ordering::SeqCst);
-    }
-}
-
-fn install_signal_handlers() {
-    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGCHLD] {
-        // SAFETY: the handler only stores to atomics, which is async-signal-safe.
-        unsafe {
-            libc::signal(signal, on_signal as *const () as libc::sighandler_t);
-        }
-    }
 }
 
 /// What the recording is limited to.
@@ -105,19 +83,7 @@ pub fn run(options: RecordOptions) -> Result<()> {
     let output = File::create(&options.output)
         .with_context(|| format!("cannot write the output file {}", options.output.display()))?;
 
-    install_signal_handlers();
-    // Started first, so the mappings of processes that start and end between two drains are
-    // still known when their samples are symbolized.
-    let mut watcher = match MappingWatcher::start() {
-        Ok(watcher) => Some(watcher),
-        Err(error) => {
-            eprintln!(
-                "note: cannot follow new mappings ({error}); processes that live less than a \
-                 second may show [unknown] frames"
-            );
-            None
-        }
-    };
+    signals::install();
     let mut launcher = None;
     let sampler_pids = if options.all {
         None
@@ -129,14 +95,14 @@ pub fn run(options: RecordOptions) -> Result<()> {
     } else {
         Some(options.pids.clone())
     };
-    let started = Sampler::start(&SamplerOptions {
+    let started = Profiler::start(&SamplerOptions {
         frequency_hz: options.frequency_hz,
         pids: sampler_pids,
         follow_children: options.follow_children,
     });
-    let (mut sampler, mut target) = match (started, launcher) {
+    let (mut profiler, mut target) = match (started, launcher) {
         // The command starts only once the sampler watches its pid.
-        (Ok(sampler), Some(held)) => (sampler, Target::Command(held.release()?)),
+        (Ok(profiler), Some(held)) => (profiler, Target::Command(held.release()?)),
         (Err(error), Some(held)) => {
             held.abort();
             return Err(error).context("cannot start the CPU sampler");
@@ -152,24 +118,19 @@ pub fn run(options: RecordOptions) -> Result<()> {
     };
 
     let start = Instant::now();
-    let start_unix_ns = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
     let progress = Progress::new(options.quiet);
-    let mut collector = Collector::default();
     let mut command_status = None;
     let end_reason = loop {
         let until_deadline = options.duration.map(|d| d.saturating_sub(start.elapsed()));
         let nap = until_deadline.map_or(DRAIN_INTERVAL, |left| left.min(DRAIN_INTERVAL));
-        sleep_unless_stopped(nap);
-        drain(&mut sampler, watcher.as_mut(), &mut collector)?;
+        signals::sleep(nap);
+        profiler.drain()?;
         progress.update(
             start.elapsed(),
-            collector.total(),
-            collector.processes.len(),
+            profiler.collector.total(),
+            profiler.collector.processes.len(),
         );
-        if STOP.load(Ordering::SeqCst) {
+        if signals::stop_requested() {
             break "interrupted";
         }
         if options.duration.is_some_and(|d| start.elapsed() >= d) {
@@ -195,10 +156,9 @@ pub fn run(options: RecordOptions) -> Result<()> {
         }
     };
     // Samples counted after the last flip sit in the other slot: drain it too.
-    drain(&mut sampler, watcher.as_mut(), &mut collector)?;
+    profiler.drain()?;
     let elapsed = start.elapsed();
-    let kernel = sampler.stats()?;
-    drop(sampler);
+    let kernel = profiler.kernel_stats()?;
     progress.finish();
     if let Some(status) = command_status {
         eprintln!("command finished: {status}");
@@ -210,13 +170,12 @@ pub fn run(options: RecordOptions) -> Result<()> {
         }
     }
 
-    let period_ns = 1_000_000_000 / options.frequency_hz;
-    let (profile, symbolized) = Symbolizer::new().symbolize(
-        &collector,
-        start_unix_ns,
-        elapsed.as_nanos() as u64,
-        period_ns,
-    );
+    let losses = profiler.collector.losses();
+    let read_errors = profiler.collector.read_errors;
+    let processes_missed = profiler.collector.processes.missed;
+    let mapping_events_lost = profiler.mapping_events_lost();
+    let (profile, symbolized) = profiler.take_profile();
+    drop(profiler);
     let title = match &target {
         Target::Command(_) => format!("CPU: {}", options.command.join(" ")),
         Target::Pids(pids) => format!(
@@ -245,11 +204,11 @@ pub fn run(options: RecordOptions) -> Result<()> {
         processes: pids.len(),
         threads: threads.len(),
         kernel,
-        losses: collector.losses(),
-        read_errors: collector.read_errors,
+        losses,
+        read_errors,
         symbolized_ratio: symbolized.ratio(),
-        processes_missed: collector.processes.missed,
-        mapping_events_lost: watcher.as_ref().map_or(0, |w| w.lost),
+        processes_missed,
+        mapping_events_lost,
     };
     eprint!("{summary}");
     if std::env::var_os("PROFILER_DEBUG").is_some() {
@@ -263,20 +222,6 @@ pub fn run(options: RecordOptions) -> Result<()> {
         }
     }
     eprintln!("wrote {} ({})", options.output.display(), format.as_str());
-    Ok(())
-}
-
-/// Moves what the kernel gathered since the last call into `collector`: mapping events first,
-/// so the samples that follow find their processes' mappings.
-fn drain(
-    sampler: &mut Sampler,
-    watcher: Option<&mut MappingWatcher>,
-    collector: &mut Collector,
-) -> Result<()> {
-    if let Some(watcher) = watcher {
-        collector.processes.apply(&watcher.read());
-    }
-    collector.absorb(sampler.drain()?);
     Ok(())
 }
 
@@ -296,18 +241,6 @@ fn is_zombie(pid: u32) -> bool {
                 .map(|state| state == "Z" || state == "X")
         })
         .unwrap_or(false)
-}
-
-/// Sleeps for `duration`, waking early on a stop request or a child's exit.
-fn sleep_unless_stopped(duration: Duration) {
-    let deadline = Instant::now() + duration;
-    while !STOP.load(Ordering::SeqCst) && !CHILD_EXITED.swap(false, Ordering::SeqCst) {
-        let now = Instant::now();
-        if now >= deadline {
-            break;
-        }
-        std::thread::sleep((deadline - now).min(Duration::from_millis(50)));
-    }
 }
 
 /// A command forked but held before `exec` until the sampler watches its pid, so its first

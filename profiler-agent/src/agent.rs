@@ -1,0 +1,105 @@
+//! The profiling pipeline both commands run: kernel sampler + mapping watcher → collector →
+//! symbolizer. `record` drains it until it stops and writes one profile; `run` takes a profile
+//! every upload interval and keeps going.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::{
+    collect::Collector,
+    ebpf::{KernelStats, MappingWatcher, Sampler, SamplerError, SamplerOptions},
+    profile::Profile,
+    symbolize::{SymbolizeStats, Symbolizer},
+};
+
+/// A running profiler.
+pub struct Profiler {
+    sampler: Sampler,
+    watcher: Option<MappingWatcher>,
+    pub collector: Collector,
+    symbolizer: Symbolizer,
+    period_ns: u64,
+    /// Start of the samples not yet taken, nanoseconds since the Unix epoch.
+    window_start_ns: u64,
+}
+
+/// Nanoseconds since the Unix epoch.
+pub fn unix_now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+impl Profiler {
+    /// Starts the mapping watcher, then the sampler, so the mappings of every process sampled
+    /// from now on are known even if it exits before the next drain.
+    pub fn start(options: &SamplerOptions) -> Result<Self, SamplerError> {
+        let watcher = match MappingWatcher::start() {
+            Ok(watcher) => Some(watcher),
+            Err(error) => {
+                eprintln!(
+                    "note: cannot follow new mappings ({error}); processes that live less than \
+                     a second may show [unknown] frames"
+                );
+                None
+            }
+        };
+        let sampler = Sampler::start(options)?;
+        Ok(Profiler {
+            sampler,
+            watcher,
+            collector: Collector::default(),
+            symbolizer: Symbolizer::new(),
+            period_ns: 1_000_000_000 / options.frequency_hz.max(1),
+            window_start_ns: unix_now_ns(),
+        })
+    }
+
+    /// Moves what the kernel gathered since the last call into the collector: mapping events
+    /// first, so the samples that follow find their processes' mappings.
+    pub fn drain(&mut self) -> Result<(), SamplerError> {
+        if let Some(watcher) = &mut self.watcher {
+            self.collector.processes.apply(&watcher.read());
+        }
+        self.collector.absorb(self.sampler.drain()?);
+        Ok(())
+    }
+
+    /// Symbolizes everything collected since the last call and starts a new window.
+    pub fn take_profile(&mut self) -> (Profile, SymbolizeStats) {
+        let now = unix_now_ns();
+        let start = self.window_start_ns;
+        let result = self.symbolizer.symbolize(
+            &self.collector,
+            start,
+            now.saturating_sub(start),
+            self.period_ns,
+        );
+        self.collector.samples.clear();
+        self.window_start_ns = now;
+        result
+    }
+
+    /// Forgets processes that exited, and every cache when the open files pile up (live
+    /// processes' mappings are read again from `/proc` when they are next sampled).
+    pub fn prune(&mut self) {
+        self.collector.processes.prune_exited();
+        if self.collector.processes.open_file_count() > MAX_OPEN_FILES {
+            self.collector.processes = Default::default();
+            self.symbolizer = Symbolizer::new();
+        }
+    }
+
+    /// The kernel's counters, summed over CPUs.
+    pub fn kernel_stats(&self) -> Result<KernelStats, SamplerError> {
+        self.sampler.stats()
+    }
+
+    /// Mapping records the kernel dropped (a ring was full).
+    pub fn mapping_events_lost(&self) -> u64 {
+        self.watcher.as_ref().map_or(0, |w| w.lost)
+    }
+}
+
+/// Open mapped files above which `prune` starts over (below the usual 1024-fd soft limit
+/// minus what the agent needs for maps, perf events and sockets).
+const MAX_OPEN_FILES: usize = 768;

@@ -1,0 +1,172 @@
+//! `profiler-agent run`: continuous profiling. Samples the machine (or some processes) at a low
+//! frequency, and every upload interval symbolizes what was collected, splits it into one pprof
+//! profile per service (process name unless `--service-name` is given) and queues it for the
+//! server. Runs until SIGINT/SIGTERM, then sends what is left.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::atomic::Ordering,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{
+    agent::Profiler,
+    ebpf::SamplerOptions,
+    encode::pprof,
+    export::http::{ServerUrl, Upload, Uploader},
+    signals,
+};
+
+/// How often the kernel maps are drained.
+const DRAIN_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a status line is logged.
+const STATUS_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What `run` was asked to do (parsed by `main.rs`).
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub server: String,
+    pub auth_token: Option<String>,
+    pub pids: Vec<u32>,
+    pub frequency_hz: u64,
+    pub upload_interval: Duration,
+    pub service_name: Option<String>,
+    pub labels: Vec<(String, String)>,
+    pub max_queue_bytes: usize,
+    pub follow_children: bool,
+}
+
+pub fn run(options: RunOptions) -> Result<()> {
+    let url = ServerUrl::parse(&options.server)?;
+    if options.frequency_hz == 0 || options.frequency_hz > 10_000 {
+        bail!(
+            "--frequency must be between 1 and 10000 Hz, got {}",
+            options.frequency_hz
+        );
+    }
+    if options.upload_interval < Duration::from_secs(1) {
+        bail!("--upload-interval must be at least 1 s");
+    }
+    for &pid in &options.pids {
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            bail!("process {pid} does not exist");
+        }
+    }
+    signals::install();
+    let mut profiler = Profiler::start(&SamplerOptions {
+        frequency_hz: options.frequency_hz,
+        pids: (!options.pids.is_empty()).then(|| options.pids.clone()),
+        follow_children: options.follow_children,
+    })
+    .context("cannot start the CPU sampler")?;
+    let uploader = Uploader::start(url, options.auth_token.clone(), options.max_queue_bytes);
+    let mut labels = options.labels.clone();
+    if !labels.iter().any(|(key, _)| key == "host_name") {
+        labels.push(("host_name".to_string(), host_name()));
+    }
+    eprintln!(
+        "profiling {} at {} Hz; uploading every {} s to {}",
+        if options.pids.is_empty() {
+            "all processes".to_string()
+        } else {
+            format!("pids {:?}", options.pids)
+        },
+        options.frequency_hz,
+        options.upload_interval.as_secs_f64(),
+        options.server
+    );
+
+    let mut next_upload = Instant::now() + options.upload_interval;
+    let mut next_status = Instant::now() + STATUS_INTERVAL;
+    let mut uploaded_samples = 0u64;
+    loop {
+        let until_upload = next_upload.saturating_duration_since(Instant::now());
+        signals::sleep(until_upload.min(DRAIN_INTERVAL));
+        profiler.drain()?;
+        let stopping = signals::stop_requested();
+        if Instant::now() >= next_upload || stopping {
+            uploaded_samples += queue_profiles(&mut profiler, &uploader, &options, &labels)?;
+            profiler.prune();
+            next_upload += options.upload_interval;
+        }
+        if Instant::now() >= next_status || stopping {
+            log_status(&profiler, &uploader, uploaded_samples);
+            next_status += STATUS_INTERVAL;
+        }
+        if stopping {
+            break;
+        }
+    }
+    eprintln!("stopping: sending what is queued (up to 5 s)");
+    uploader.shutdown(Duration::from_secs(5));
+    Ok(())
+}
+
+/// Symbolizes the window, splits it per service and queues one pprof per service; returns the
+/// number of samples queued.
+fn queue_profiles(
+    profiler: &mut Profiler,
+    uploader: &Uploader,
+    options: &RunOptions,
+    labels: &[(String, String)],
+) -> Result<u64> {
+    let (profile, _) = profiler.take_profile();
+    if profile.samples.is_empty() {
+        return Ok(0);
+    }
+    let mut service_of: HashMap<u32, String> = HashMap::new();
+    for sample in &profile.samples {
+        service_of.entry(sample.pid).or_insert_with(|| {
+            options
+                .service_name
+                .clone()
+                .or_else(|| {
+                    profiler
+                        .collector
+                        .processes
+                        .name(sample.pid)
+                        .map(String::from)
+                })
+                .unwrap_or_else(|| sample.comm.clone())
+        });
+    }
+    let services: BTreeSet<&String> = service_of.values().collect();
+    let from_unix_s = profile.start_unix_ns / 1_000_000_000;
+    let until_unix_s = (profile.start_unix_ns + profile.duration_ns).div_ceil(1_000_000_000);
+    for service in services {
+        let part = profile.subset(|s| service_of.get(&s.pid) == Some(service));
+        let body = pprof::encode_gzip(&part).context("encoding a pprof profile")?;
+        uploader.push(Upload {
+            service_name: service.clone(),
+            from_unix_s,
+            until_unix_s,
+            labels: labels.to_vec(),
+            body,
+        });
+    }
+    Ok(profile.total_samples())
+}
+
+fn log_status(profiler: &Profiler, uploader: &Uploader, uploaded_samples: u64) {
+    let stats = uploader.stats();
+    let kernel = profiler.kernel_stats().ok();
+    let lost = kernel.map_or(0, |k| k.get(profiler_common::Stat::CountsMapFull));
+    eprintln!(
+        "status: {uploaded_samples} samples profiled, {lost} lost in the kernel; profiles sent {}, \
+         failed attempts {}, dropped (queue full) {}, dropped (rejected) {}, queued {} ({} bytes)",
+        stats.sent.load(Ordering::Relaxed),
+        stats.failed_attempts.load(Ordering::Relaxed),
+        stats.dropped_queue_full.load(Ordering::Relaxed),
+        stats.dropped_rejected.load(Ordering::Relaxed),
+        uploader.queued(),
+        stats.queued_bytes.load(Ordering::Relaxed),
+    );
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_else(|_| "unknown".to_string())
+}

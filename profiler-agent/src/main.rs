@@ -29,7 +29,9 @@ enum Commands {
     ///
     /// Needs root, or CAP_BPF + CAP_PERFMON (plus CAP_SYS_PTRACE to read other users'
     /// processes). Recording stops at --duration, when the command or all --pid processes
-    /// exit, or on Ctrl-C; the profile is written in every case.
+    /// exit, or on Ctrl-C/SIGTERM; the profile is written in every case. A command still
+    /// running then gets SIGTERM (SIGKILL 5 s later). With a command, the agent exits with
+    /// the command's exit code (128 + signal if it was killed).
     #[command(verbatim_doc_comment)]
     Record(RecordArgs),
     /// Profile continuously and upload one pprof per service every interval to the server.
@@ -183,10 +185,11 @@ fn main() -> ExitCode {
             labels: args.labels,
             max_queue_bytes: args.max_queue_bytes,
             follow_children: !args.no_children,
-        }),
+        })
+        .map(|()| 0),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE

@@ -47,7 +47,9 @@ enum Target {
     Command(RunningCommand),
 }
 
-pub fn run(options: RecordOptions) -> Result<()> {
+/// Records and writes the profile. Returns the exit code for the agent: the command's (as a
+/// shell reports it, 128 + signal when killed) in `-- COMMAND` mode, else 0.
+pub fn run(options: RecordOptions) -> Result<u8> {
     let targets = [
         !options.pids.is_empty(),
         options.all,
@@ -78,10 +80,13 @@ pub fn run(options: RecordOptions) -> Result<()> {
         if !process_exists(pid) {
             bail!("process {pid} does not exist");
         }
+        if let Some(owner) = thread_group_of(pid).filter(|&owner| owner != pid) {
+            bail!("{pid} is a thread of process {owner}: use --pid {owner}");
+        }
     }
-    // Fail on an unwritable output before recording, not after.
-    let output = File::create(&options.output)
-        .with_context(|| format!("cannot write the output file {}", options.output.display()))?;
+    // Fail on an unwritable output before recording, not after; the file appears (or replaces
+    // an older one) only once the profile is complete.
+    let output = OutputFile::create(&options.output)?;
 
     signals::install();
     let mut launcher = None;
@@ -160,14 +165,14 @@ pub fn run(options: RecordOptions) -> Result<()> {
     let elapsed = start.elapsed();
     let kernel = profiler.kernel_stats()?;
     progress.finish();
+    if let Target::Command(child) = &mut target {
+        if command_status.is_none() {
+            // Interrupted or out of time while the command still runs: end it as perf does.
+            command_status = Some(child.stop());
+        }
+    }
     if let Some(status) = command_status {
         eprintln!("command finished: {status}");
-    }
-    if let Target::Command(child) = &mut target {
-        // Ctrl-C reached the command too; reap it so it does not linger as a zombie.
-        if command_status.is_none() {
-            child.wait();
-        }
     }
 
     let losses = profiler.collector.losses();
@@ -187,12 +192,14 @@ pub fn run(options: RecordOptions) -> Result<()> {
         ),
         Target::All => "CPU: all processes".to_string(),
     };
-    let mut writer = BufWriter::new(output);
+    let mut writer = BufWriter::new(&output.file);
     encode::write_profile(&profile, format, &title, &mut writer)
         .with_context(|| format!("cannot write {}", options.output.display()))?;
     writer
         .flush()
         .with_context(|| format!("cannot write {}", options.output.display()))?;
+    drop(writer);
+    output.commit()?;
 
     let pids: std::collections::HashSet<u32> = profile.samples.iter().map(|s| s.pid).collect();
     let threads: std::collections::HashSet<u32> = profile.samples.iter().map(|s| s.tid).collect();
@@ -222,7 +229,73 @@ pub fn run(options: RecordOptions) -> Result<()> {
         }
     }
     eprintln!("wrote {} ({})", options.output.display(), format.as_str());
-    Ok(())
+    Ok(command_status.map_or(0, shell_exit_code))
+}
+
+/// The exit code a shell reports for `status`.
+fn shell_exit_code(status: ExitStatus) -> u8 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code as u8,
+        (None, Some(signal)) => 128u8.saturating_add(signal as u8),
+        (None, None) => 1,
+    }
+}
+
+/// The process (thread group) a thread id belongs to.
+fn thread_group_of(tid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Tgid:"))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// The output, written to a temporary file beside it and renamed into place once complete, so
+/// a failed recording leaves nothing behind and never truncates an older profile.
+struct OutputFile {
+    file: File,
+    temporary: PathBuf,
+    destination: PathBuf,
+    committed: bool,
+}
+
+impl OutputFile {
+    fn create(destination: &Path) -> Result<Self> {
+        let name = destination
+            .file_name()
+            .with_context(|| format!("the output path {} names no file", destination.display()))?;
+        let temporary = destination.with_file_name(format!(
+            ".{}.{}.tmp",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&temporary)
+            .with_context(|| format!("cannot write the output file {}", destination.display()))?;
+        Ok(OutputFile {
+            file,
+            temporary,
+            destination: destination.to_path_buf(),
+            committed: false,
+        })
+    }
+
+    fn commit(mut self) -> Result<()> {
+        std::fs::rename(&self.temporary, &self.destination)
+            .with_context(|| format!("cannot write {}", self.destination.display()))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for OutputFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.temporary);
+        }
+    }
 }
 
 fn process_exists(pid: u32) -> bool {
@@ -326,11 +399,29 @@ impl RunningCommand {
         }
     }
 
-    /// Waits for the command to end.
-    fn wait(&mut self) {
-        let mut status = 0;
-        // SAFETY: waits for our own child.
-        unsafe { libc::waitpid(self.pid, &mut status, 0) };
+    /// Ends the command: SIGTERM, then SIGKILL if it is still running 5 s later.
+    fn stop(&mut self) -> ExitStatus {
+        for (signal, grace) in [
+            (libc::SIGTERM, Duration::from_secs(5)),
+            (libc::SIGKILL, Duration::MAX),
+        ] {
+            // SAFETY: signals our own child, which has not been reaped yet.
+            unsafe { libc::kill(self.pid, signal) };
+            let deadline = Instant::now().checked_add(grace);
+            loop {
+                match self.try_wait() {
+                    Ok(Some(status)) => return status,
+                    Ok(None) => {}
+                    // Already reaped or gone: nothing more to learn.
+                    Err(_) => return ExitStatus::from_raw(signal),
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        ExitStatus::from_raw(libc::SIGKILL)
     }
 }
 

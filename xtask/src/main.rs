@@ -1,7 +1,8 @@
-//! Project tasks: `cargo xtask build-ebpf | test | run | bench`. Run `cargo xtask --help`.
+//! Project tasks: `cargo xtask build-ebpf | test | run | bench | kernel-matrix`. Run `cargo xtask --help`.
 
 mod bench;
 mod ebpf_build;
+mod kernel_matrix;
 
 use std::{
     env,
@@ -36,17 +37,25 @@ enum Task {
         #[arg(last = true)]
         cargo_args: Vec<String>,
     },
-    /// The main job: build everything in release mode and profile this whole machine.
+    /// The main job: build everything in release mode, start profiler-server (UI and API on
+    /// http://127.0.0.1:4040, data in ./data) and profiler-agent profiling this whole machine
+    /// into it. Runs until Ctrl-C (root).
     Run {
-        /// Seconds to record.
-        #[arg(long, default_value_t = 30)]
-        duration: u64,
-        /// Flame graph to write.
-        #[arg(long, default_value = "host.svg")]
-        output: PathBuf,
+        /// Stop after this many seconds instead of waiting for Ctrl-C.
+        #[arg(long, value_name = "SECONDS")]
+        duration: Option<u64>,
+        /// The server's data directory.
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// Address of the UI and API.
+        #[arg(long, default_value = "127.0.0.1:4040")]
+        listen: String,
     },
     /// Benchmarks; writes BENCHMARKS.md (see `cargo xtask bench --help`).
     Bench(bench::BenchArgs),
+    /// Boot Debian's 5.10, 6.1 and 6.12 kernels under QEMU and check that the eBPF programs
+    /// load, attach and produce data there (root; installs QEMU and busybox-static).
+    KernelMatrix(kernel_matrix::KernelMatrixArgs),
 }
 
 fn main() -> Result<()> {
@@ -57,11 +66,16 @@ fn main() -> Result<()> {
             Ok(())
         }
         Task::Test { cargo_args } => test(&cargo_args),
-        Task::Run { duration, output } => run(duration, &output),
+        Task::Run {
+            duration,
+            data_dir,
+            listen,
+        } => run(duration, &data_dir, &listen),
         Task::Bench(args) => {
             build_ebpf(true)?;
             bench::run(&workspace_root(), args)
         }
+        Task::KernelMatrix(args) => kernel_matrix::run(args),
     }
 }
 
@@ -216,24 +230,71 @@ fn test(cargo_args: &[String]) -> Result<()> {
     run_checked(cargo().args(["test", "--workspace", "--"]).args(cargo_args))
 }
 
-fn run(duration: u64, output: &Path) -> Result<()> {
+fn run(duration: Option<u64>, data_dir: &Path, listen: &str) -> Result<()> {
     build_ebpf(true)?;
-    run_checked(cargo().args(["build", "--release", "-p", "profiler-agent"]))?;
-    let agent = workspace_root().join("target/release/profiler-agent");
+    run_checked(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "profiler-agent",
+        "-p",
+        "profiler-server",
+    ]))?;
+    let release = workspace_root().join("target/release");
+    let mut server = Command::new(release.join("profiler-server"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--listen", listen])
+        .spawn()
+        .context("starting profiler-server")?;
+    let ready = wait_until_listening(listen, std::time::Duration::from_secs(30));
+    if !ready {
+        let _ = server.kill();
+        bail!("profiler-server did not start listening on {listen} within 30 s");
+    }
+    let mut agent = Command::new(release.join("profiler-agent"))
+        .args(["run", "--server"])
+        .arg(format!("http://{listen}"))
+        .spawn()
+        .context("starting profiler-agent")?;
     eprintln!(
-        "profiling the whole machine for {duration} s into {}",
-        output.display()
+        "\nprofiling this machine: open http://{listen} (first profiles appear after ~10 s); \
+         Ctrl-C stops both\n"
     );
-    run_checked(
-        Command::new(agent)
-            .args(["record", "--all", "--duration"])
-            .arg(duration.to_string())
-            .arg("--output")
-            .arg(output),
-    )?;
-    eprintln!(
-        "open {} in a browser to explore the flame graph",
-        output.display()
-    );
+    // Ctrl-C reaches the whole process group: let the children stop cleanly and wait for them.
+    // SAFETY: ignoring SIGINT in this process only; the children were started before.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    if let Some(seconds) = duration {
+        std::thread::sleep(std::time::Duration::from_secs(seconds));
+        for child in [&agent, &server] {
+            // SAFETY: signals our own child.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        }
+    }
+    let agent_status = agent.wait().context("waiting for the agent")?;
+    if duration.is_none() {
+        // The agent ends on Ctrl-C; make sure the server does too.
+        // SAFETY: signals our own child.
+        unsafe { libc::kill(server.id() as libc::pid_t, libc::SIGTERM) };
+    }
+    let server_status = server.wait().context("waiting for the server")?;
+    if !agent_status.success() {
+        bail!("profiler-agent failed: {agent_status}");
+    }
+    if !server_status.success() {
+        bail!("profiler-server failed: {server_status}");
+    }
     Ok(())
+}
+
+/// Polls until something accepts TCP connections on `address`.
+fn wait_until_listening(address: &str, timeout: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if std::net::TcpStream::connect(address).is_ok() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    false
 }

@@ -79,13 +79,17 @@ impl Profiler {
         result
     }
 
-    /// Forgets processes that exited, and every cache when the open files pile up (live
-    /// processes' mappings are read again from `/proc` when they are next sampled).
+    /// Forgets processes that exited, and every cache when the open files pile up or memory
+    /// grows past its budget (live processes' mappings are read again from `/proc` when they
+    /// are next sampled, files parsed again when next symbolized).
     pub fn prune(&mut self) {
         self.collector.processes.prune_exited();
-        if self.collector.processes.open_file_count() > MAX_OPEN_FILES {
+        let over_budget = resident_bytes().is_some_and(|rss| rss > RSS_BUDGET_BYTES);
+        if self.collector.processes.open_file_count() > MAX_OPEN_FILES || over_budget {
             self.collector.processes = Default::default();
             self.symbolizer = Symbolizer::new();
+            // SAFETY: malloc_trim only returns free heap memory to the kernel.
+            unsafe { libc::malloc_trim(0) };
         }
     }
 
@@ -98,6 +102,19 @@ impl Profiler {
     pub fn mapping_events_lost(&self) -> u64 {
         self.watcher.as_ref().map_or(0, |w| w.lost)
     }
+}
+
+/// Resident memory above which `prune` drops the symbolization caches. Parsed debug info of
+/// large binaries is what grows; dropping it costs a re-parse on the next window.
+const RSS_BUDGET_BYTES: u64 = 64 << 20;
+
+/// The agent's resident set size.
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+    Some(pages * page_size)
 }
 
 /// Open mapped files above which `prune` starts over (below the usual 1024-fd soft limit

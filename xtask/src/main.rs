@@ -185,27 +185,62 @@ fn install_linker(llvm_major: u32, root: &Path) -> Result<()> {
     })
 }
 
-/// Tools the root tests drive: gcc builds the fixtures, `go tool pprof` reads our pprof.
+/// Debian packages the tests drive, with a command that tells whether each is there: gcc builds
+/// the fixtures, `go tool pprof` reads our pprof, Chromium + chromedriver run the UI tests.
+const TEST_PACKAGES: &[(&str, &str, &[&str])] = &[
+    ("gcc", "gcc", &["--version"]),
+    ("golang-go", "go", &["version"]),
+    ("chromium", "chromium", &["--version"]),
+    ("chromium-driver", "chromedriver", &["--version"]),
+];
+
+/// Python packages the tests drive: the OpenTelemetry SDK as a real OTLP client, and offline
+/// Kubernetes schema validation and Helm for the deployment manifests. (module, pip requirement)
+const TEST_PYTHON_PACKAGES: &[(&str, &str)] = &[
+    ("opentelemetry.sdk", "opentelemetry-sdk"),
+    (
+        "opentelemetry.exporter.otlp.proto.grpc",
+        "opentelemetry-exporter-otlp-proto-grpc",
+    ),
+];
+
 fn install_test_tools() -> Result<()> {
-    let mut missing = Vec::new();
-    if Command::new("go").arg("version").output().is_err() {
-        missing.push("golang-go");
-    }
-    if Command::new("gcc").arg("--version").output().is_err() {
-        missing.push("gcc");
-    }
-    if missing.is_empty() {
+    let missing: Vec<&str> = TEST_PACKAGES
+        .iter()
+        .filter(|(_, program, args)| Command::new(program).args(*args).output().is_err())
+        .map(|(package, _, _)| *package)
+        .collect();
+    let missing_python: Vec<&str> = TEST_PYTHON_PACKAGES
+        .iter()
+        .filter(|(module, _)| {
+            !Command::new("python3")
+                .args(["-c", &format!("import {module}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .map(|(_, requirement)| *requirement)
+        .collect();
+    if !is_root() {
+        if !missing.is_empty() || !missing_python.is_empty() {
+            eprintln!(
+                "note: {} missing; tests that need them will skip (install as root)",
+                missing.iter().chain(&missing_python).copied().collect::<Vec<_>>().join(", ")
+            );
+        }
         return Ok(());
     }
-    if is_root() {
-        apt_install(&missing)
-    } else {
-        eprintln!(
-            "note: {} missing; tests that need them will skip (install as root)",
-            missing.join(", ")
-        );
-        Ok(())
+    if !missing.is_empty() {
+        apt_install(&missing)?;
     }
+    if !missing_python.is_empty() {
+        eprintln!("installing Python packages: {}", missing_python.join(" "));
+        run_checked(
+            Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+                .args(&missing_python),
+        )?;
+    }
+    Ok(())
 }
 
 fn cargo() -> Command {

@@ -197,10 +197,10 @@ const TEST_PACKAGES: &[(&str, &str, &[&str])] = &[
 /// Python packages the tests drive: the OpenTelemetry SDK as a real OTLP client, and offline
 /// Kubernetes schema validation and Helm for the deployment manifests. (module, pip requirement)
 const TEST_PYTHON_PACKAGES: &[(&str, &str)] = &[
-    ("opentelemetry.sdk", "opentelemetry-sdk"),
+    ("opentelemetry.sdk", "opentelemetry-sdk==1.45.2"),
     (
         "opentelemetry.exporter.otlp.proto.grpc",
-        "opentelemetry-exporter-otlp-proto-grpc",
+        "opentelemetry-exporter-otlp-proto-grpc==1.45.2",
     ),
 ];
 
@@ -224,7 +224,12 @@ fn install_test_tools() -> Result<()> {
         if !missing.is_empty() || !missing_python.is_empty() {
             eprintln!(
                 "note: {} missing; tests that need them will skip (install as root)",
-                missing.iter().chain(&missing_python).copied().collect::<Vec<_>>().join(", ")
+                missing
+                    .iter()
+                    .chain(&missing_python)
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
         return Ok(());
@@ -236,7 +241,13 @@ fn install_test_tools() -> Result<()> {
         eprintln!("installing Python packages: {}", missing_python.join(" "));
         run_checked(
             Command::new("python3")
-                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                ])
                 .args(&missing_python),
         )?;
     }

@@ -9,6 +9,8 @@ pub mod collect;
 pub mod ebpf;
 pub mod encode;
 pub mod export;
+pub mod features;
+pub mod metadata;
 pub mod process;
 pub mod profile;
 pub mod record;

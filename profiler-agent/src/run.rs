@@ -55,6 +55,7 @@ pub fn run(options: RunOptions) -> Result<()> {
         }
     }
     signals::install();
+    eprint!("{}", crate::features::probe());
     let mut profiler = Profiler::start(&SamplerOptions {
         frequency_hz: options.frequency_hz,
         pids: (!options.pids.is_empty()).then(|| options.pids.clone()),
@@ -100,7 +101,8 @@ pub fn run(options: RunOptions) -> Result<()> {
         }
     }
     eprintln!("stopping: sending what is queued (up to 5 s)");
-    uploader.shutdown(Duration::from_secs(5));
+    let (sent, unsent) = uploader.shutdown(Duration::from_secs(5));
+    eprintln!("stopped: {sent} profiles sent, {unsent} left unsent");
     Ok(())
 }
 

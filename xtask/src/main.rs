@@ -6,6 +6,7 @@ mod kernel_matrix;
 
 use std::{
     env,
+    os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::Command,
 };
@@ -202,6 +203,8 @@ const TEST_PYTHON_PACKAGES: &[(&str, &str)] = &[
         "opentelemetry.exporter.otlp.proto.grpc",
         "opentelemetry-exporter-otlp-proto-grpc==1.45.2",
     ),
+    ("kubernetes_validate", "kubernetes-validate==1.37.0"),
+    ("helm_python", "helm-python-sdk==0.2.2"),
 ];
 
 fn install_test_tools() -> Result<()> {
@@ -287,10 +290,13 @@ fn run(duration: Option<u64>, data_dir: &Path, listen: &str) -> Result<()> {
         "profiler-server",
     ]))?;
     let release = workspace_root().join("target/release");
+    // Its own process group: Ctrl-C in the terminal reaches the agent (which then sends what it
+    // holds), and the server is stopped only after that.
     let mut server = Command::new(release.join("profiler-server"))
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--listen", listen])
+        .process_group(0)
         .spawn()
         .context("starting profiler-server")?;
     let ready = wait_until_listening(listen, std::time::Duration::from_secs(30));
@@ -307,22 +313,18 @@ fn run(duration: Option<u64>, data_dir: &Path, listen: &str) -> Result<()> {
         "\nprofiling this machine: open http://{listen} (first profiles appear after ~10 s); \
          Ctrl-C stops both\n"
     );
-    // Ctrl-C reaches the whole process group: let the children stop cleanly and wait for them.
+    // Ctrl-C reaches this process group (the agent and us): let the agent stop cleanly.
     // SAFETY: ignoring SIGINT in this process only; the children were started before.
     unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
     if let Some(seconds) = duration {
         std::thread::sleep(std::time::Duration::from_secs(seconds));
-        for child in [&agent, &server] {
-            // SAFETY: signals our own child.
-            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        }
-    }
-    let agent_status = agent.wait().context("waiting for the agent")?;
-    if duration.is_none() {
-        // The agent ends on Ctrl-C; make sure the server does too.
         // SAFETY: signals our own child.
-        unsafe { libc::kill(server.id() as libc::pid_t, libc::SIGTERM) };
+        unsafe { libc::kill(agent.id() as libc::pid_t, libc::SIGTERM) };
     }
+    // The agent sends what it still holds before it exits: stop the server only then.
+    let agent_status = agent.wait().context("waiting for the agent")?;
+    // SAFETY: signals our own child.
+    unsafe { libc::kill(server.id() as libc::pid_t, libc::SIGTERM) };
     let server_status = server.wait().context("waiting for the server")?;
     if !agent_status.success() {
         bail!("profiler-agent failed: {agent_status}");

@@ -181,8 +181,9 @@ impl Uploader {
         lock(&self.shared.queue).items.len()
     }
 
-    /// Tries to send what is queued for up to `grace`, then stops the thread.
-    pub fn shutdown(mut self, grace: Duration) {
+    /// Tries to send what is queued for up to `grace`, then stops the thread. Returns how many
+    /// profiles were sent in all and how many were left unsent.
+    pub fn shutdown(mut self, grace: Duration) -> (u64, usize) {
         let deadline = Instant::now() + grace;
         while self.queued() > 0 && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(50));
@@ -192,6 +193,10 @@ impl Uploader {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+        (
+            self.shared.stats.sent.load(Ordering::Relaxed),
+            self.queued(),
+        )
     }
 }
 

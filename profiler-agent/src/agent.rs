@@ -82,8 +82,9 @@ impl Profiler {
     /// Forgets processes that exited, and every cache when the open files pile up or memory
     /// grows past its budget (live processes' mappings are read again from `/proc` when they
     /// are next sampled, files parsed again when next symbolized).
-    pub fn prune(&mut self) {
-        self.collector.processes.prune_exited();
+    /// Returns the processes forgotten because they exited.
+    pub fn prune(&mut self) -> Vec<u32> {
+        let exited = self.collector.processes.prune_exited();
         let over_budget = resident_bytes().is_some_and(|rss| rss > RSS_BUDGET_BYTES);
         if self.collector.processes.open_file_count() > MAX_OPEN_FILES || over_budget {
             self.collector.processes = Default::default();
@@ -91,6 +92,7 @@ impl Profiler {
             // SAFETY: malloc_trim only returns free heap memory to the kernel.
             unsafe { libc::malloc_trim(0) };
         }
+        exited
     }
 
     /// The kernel's counters, summed over CPUs.

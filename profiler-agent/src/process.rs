@@ -153,12 +153,14 @@ impl ProcessTable {
         self.names.get(&pid).map(String::as_str)
     }
 
-    /// Forgets the processes that exited since the last call.
-    pub fn prune_exited(&mut self) {
-        for pid in std::mem::take(&mut self.exited) {
-            self.processes.remove(&pid);
-            self.names.remove(&pid);
+    /// Forgets the processes that exited since the last call, and returns them.
+    pub fn prune_exited(&mut self) -> Vec<u32> {
+        let exited = std::mem::take(&mut self.exited);
+        for pid in &exited {
+            self.processes.remove(pid);
+            self.names.remove(pid);
         }
+        exited
     }
 
     /// Number of mapped files held open.

@@ -65,6 +65,8 @@ pub struct Sample {
     pub stack: Vec<LocationId>,
     /// Number of samples.
     pub count: u64,
+    /// Further string labels (container and Kubernetes metadata), name → value.
+    pub labels: Vec<(String, String)>,
 }
 
 /// A symbolized CPU profile over one time range.
@@ -165,6 +167,7 @@ mod tests {
             comm: "x".into(),
             stack,
             count: pid.into(),
+            labels: Vec::new(),
         };
         let profile = Profile {
             mappings: vec![mapping("a"), mapping("b")],

@@ -20,6 +20,7 @@ use crate::{
     collect::StackLoss,
     ebpf::{KernelStats, SamplerOptions},
     encode::{self, OutputFormat},
+    metadata::Metadata,
     signals,
 };
 
@@ -179,7 +180,8 @@ pub fn run(options: RecordOptions) -> Result<u8> {
     let read_errors = profiler.collector.read_errors;
     let processes_missed = profiler.collector.processes.missed;
     let mapping_events_lost = profiler.mapping_events_lost();
-    let (profile, symbolized) = profiler.take_profile();
+    let (mut profile, symbolized) = profiler.take_profile();
+    Metadata::new().label_samples(&mut profile);
     drop(profiler);
     let title = match &target {
         Target::Command(_) => format!("CPU: {}", options.command.join(" ")),

@@ -16,6 +16,7 @@ use crate::{
     ebpf::SamplerOptions,
     encode::pprof,
     export::http::{ServerUrl, Upload, Uploader},
+    metadata::Metadata,
     signals,
 };
 
@@ -63,6 +64,7 @@ pub fn run(options: RunOptions) -> Result<()> {
     })
     .context("cannot start the CPU sampler")?;
     let uploader = Uploader::start(url, options.auth_token.clone(), options.max_queue_bytes);
+    let mut metadata = Metadata::new();
     let mut labels = options.labels.clone();
     if !labels.iter().any(|(key, _)| key == "host_name") {
         labels.push(("host_name".to_string(), host_name()));
@@ -88,8 +90,11 @@ pub fn run(options: RunOptions) -> Result<()> {
         profiler.drain()?;
         let stopping = signals::stop_requested();
         if Instant::now() >= next_upload || stopping {
-            uploaded_samples += queue_profiles(&mut profiler, &uploader, &options, &labels)?;
-            profiler.prune();
+            uploaded_samples +=
+                queue_profiles(&mut profiler, &mut metadata, &uploader, &options, &labels)?;
+            for pid in profiler.prune() {
+                metadata.forget(pid);
+            }
             next_upload += options.upload_interval;
         }
         if Instant::now() >= next_status || stopping {
@@ -110,14 +115,16 @@ pub fn run(options: RunOptions) -> Result<()> {
 /// number of samples queued.
 fn queue_profiles(
     profiler: &mut Profiler,
+    metadata: &mut Metadata,
     uploader: &Uploader,
     options: &RunOptions,
     labels: &[(String, String)],
 ) -> Result<u64> {
-    let (profile, _) = profiler.take_profile();
+    let (mut profile, _) = profiler.take_profile();
     if profile.samples.is_empty() {
         return Ok(0);
     }
+    metadata.label_samples(&mut profile);
     let mut service_of: HashMap<u32, String> = HashMap::new();
     for sample in &profile.samples {
         service_of.entry(sample.pid).or_insert_with(|| {

@@ -143,6 +143,7 @@ impl Symbolizer {
                 comm: sample.comm.clone(),
                 stack,
                 count,
+                labels: Vec::new(),
             });
         }
         let mut profile = builder.finish();

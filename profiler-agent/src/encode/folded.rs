@@ -114,6 +114,7 @@ mod tests {
             comm: comm.to_owned(),
             stack,
             count,
+            labels: Vec::new(),
         };
         let profile = Profile {
             locations: vec![

@@ -217,6 +217,7 @@ pub(crate) mod test_profile {
                     comm: "app".to_owned(),
                     stack: vec![0, 1, 2, 3],
                     count: 3,
+                    labels: Vec::new(),
                 },
                 Sample {
                     pid: 100,
@@ -224,6 +225,7 @@ pub(crate) mod test_profile {
                     comm: "app".to_owned(),
                     stack: vec![2, 3],
                     count: 2,
+                    labels: Vec::new(),
                 },
                 Sample {
                     pid: 100,
@@ -231,6 +233,7 @@ pub(crate) mod test_profile {
                     comm: "app".to_owned(),
                     stack: vec![2, 3],
                     count: 1,
+                    labels: Vec::new(),
                 },
                 Sample {
                     pid: 200,
@@ -238,6 +241,7 @@ pub(crate) mod test_profile {
                     comm: "worker".to_owned(),
                     stack: vec![4, 5],
                     count: 5,
+                    labels: Vec::new(),
                 },
                 Sample {
                     pid: 200,
@@ -245,6 +249,7 @@ pub(crate) mod test_profile {
                     comm: "worker".to_owned(),
                     stack: vec![],
                     count: 1,
+                    labels: Vec::new(),
                 },
                 Sample {
                     pid: 200,
@@ -252,6 +257,7 @@ pub(crate) mod test_profile {
                     comm: "worker".to_owned(),
                     stack: vec![6, 5],
                     count: 1,
+                    labels: Vec::new(),
                 },
             ],
             start_unix_ns: 1_700_000_000_000_000_000,

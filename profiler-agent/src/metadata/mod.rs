@@ -11,6 +11,7 @@
 pub mod cgroup;
 pub mod kubelet_logs;
 
+use crate::profile::Profile;
 use std::{
     collections::HashMap,
     fs,
@@ -148,6 +149,27 @@ impl Metadata {
             self.cache.insert(pid, resolved);
         }
         &self.cache[&pid].metadata
+    }
+
+    /// Adds to every sample of a containerized process its container and Kubernetes labels,
+    /// named after the OTel attributes with `.` turned into `_` (`k8s_pod_name`), the form
+    /// Pyroscope/Prometheus-style label selectors accept. Host processes get none.
+    pub fn label_samples(&mut self, profile: &mut Profile) {
+        let mut by_pid: HashMap<u32, Vec<(String, String)>> = HashMap::new();
+        for sample in &mut profile.samples {
+            let labels = by_pid.entry(sample.pid).or_insert_with(|| {
+                let metadata = self.for_pid(sample.pid);
+                if metadata.container_id.is_none() && metadata.pod_uid.is_none() {
+                    return Vec::new();
+                }
+                metadata
+                    .attributes()
+                    .into_iter()
+                    .map(|(name, value)| (name.replace('.', "_"), value.to_string()))
+                    .collect()
+            });
+            sample.labels.extend(labels.iter().cloned());
+        }
     }
 
     /// Drops what is cached for `pid` (call it when the process exits: pids are recycled).
@@ -377,6 +399,56 @@ mod tests {
             vec![("container.id", ID), ("k8s.pod.uid", UID)]
         );
         assert!(metadata.describe().contains("no names"));
+    }
+
+    #[test]
+    fn labels_samples_of_containers_only() {
+        let node = Node::new("labels");
+        node.process(
+            42,
+            &format!(
+                "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{ID}.scope\n",
+                UID.replace('-', "_")
+            ),
+        );
+        node.process(1, "0::/init.scope\n");
+        node.container("web-0", "shop", "app", UID, ID);
+        let sample = |pid| crate::profile::Sample {
+            pid,
+            tid: pid,
+            comm: "x".into(),
+            stack: Vec::new(),
+            count: 1,
+            labels: Vec::new(),
+        };
+        let mut profile = Profile {
+            samples: vec![sample(42), sample(1), sample(42)],
+            ..Profile::default()
+        };
+        node.metadata().label_samples(&mut profile);
+        let label = |sample: &crate::profile::Sample, name: &str| {
+            sample
+                .labels
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone())
+        };
+        for pod_sample in [&profile.samples[0], &profile.samples[2]] {
+            assert_eq!(label(pod_sample, "container_id").as_deref(), Some(ID));
+            assert_eq!(label(pod_sample, "k8s_pod_name").as_deref(), Some("web-0"));
+            assert_eq!(
+                label(pod_sample, "k8s_namespace_name").as_deref(),
+                Some("shop")
+            );
+            assert_eq!(
+                label(pod_sample, "k8s_container_name").as_deref(),
+                Some("app")
+            );
+        }
+        assert!(
+            profile.samples[1].labels.is_empty(),
+            "host processes get no labels"
+        );
     }
 
     #[test]

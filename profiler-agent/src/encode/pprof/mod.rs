@@ -219,14 +219,18 @@ impl PprofBuilder {
                     });
                     location_id.push(id);
                 }
+                let mut label = vec![
+                    string_label(pid_key, pid),
+                    string_label(tid_key, tid),
+                    string_label(comm_key, comm),
+                ];
+                for (key, value) in &sample.labels {
+                    label.push(string_label(self.string(key), self.string(value)));
+                }
                 proto::Sample {
                     location_id,
                     value: vec![count, count.saturating_mul(period_ns)],
-                    label: vec![
-                        string_label(pid_key, pid),
-                        string_label(tid_key, tid),
-                        string_label(comm_key, comm),
-                    ],
+                    label,
                 }
             })
             .collect();

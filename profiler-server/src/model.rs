@@ -2,7 +2,7 @@
 //! (stacks of function names, root first, with label sets), spans, and RED histogram points.
 //! Plain data, no behaviour beyond small helpers.
 
-use std::fmt;
+use std::{collections::HashMap, fmt};
 
 /// Width of a profile time bucket: samples are aggregated per series, bucket and stack.
 pub const BUCKET_NS: i64 = 10_000_000_000;
@@ -45,6 +45,56 @@ impl Profile {
     /// Sum of all sample values.
     pub fn total(&self) -> u64 {
         self.samples.iter().map(|s| s.value).sum()
+    }
+}
+
+/// Builds a [`Profile`] from decoded samples, storing each frame and label set once.
+#[derive(Debug, Default)]
+pub struct ProfileBuilder {
+    profile: Profile,
+    frames: HashMap<Frame, u32>,
+    label_sets: HashMap<Labels, u32>,
+}
+
+impl ProfileBuilder {
+    pub fn new(time_ns: i64, period_ns: i64) -> Self {
+        ProfileBuilder {
+            profile: Profile {
+                time_ns,
+                period_ns,
+                ..Profile::default()
+            },
+            ..ProfileBuilder::default()
+        }
+    }
+
+    /// The index of `frame` in the profile's frames, added if new.
+    pub fn frame(&mut self, frame: Frame) -> u32 {
+        let frames = &mut self.profile.frames;
+        let next = u32::try_from(frames.len()).unwrap_or(u32::MAX);
+        *self.frames.entry(frame).or_insert_with_key(|frame| {
+            frames.push(frame.clone());
+            next
+        })
+    }
+
+    /// Adds a sample: `stack` holds frame indexes, root first.
+    pub fn push(&mut self, stack: Vec<u32>, labels: Labels, value: u64) {
+        let label_sets = &mut self.profile.label_sets;
+        let next = u32::try_from(label_sets.len()).unwrap_or(u32::MAX);
+        let labels = *self.label_sets.entry(labels).or_insert_with_key(|labels| {
+            label_sets.push(labels.clone());
+            next
+        });
+        self.profile.samples.push(Sample {
+            stack,
+            labels,
+            value,
+        });
+    }
+
+    pub fn finish(self) -> Profile {
+        self.profile
     }
 }
 

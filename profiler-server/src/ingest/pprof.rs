@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use profiler_pprof::proto;
 
-use crate::model::{Frame, Labels, Profile, Sample, SERVICE_LABEL};
+use crate::model::{Frame, Labels, Profile, ProfileBuilder, SERVICE_LABEL};
 
 /// The kernel's mapping file name in profiles of our agent (and of perf).
 pub const KERNEL_MAPPING: &str = "[kernel.kallsyms]";
@@ -124,17 +124,11 @@ pub fn normalize(profile: &proto::Profile, request_labels: &Labels) -> Result<Pr
     strings.get(profile.keep_frames, "keep_frames")?;
     strings.get(profile.default_sample_type, "default_sample_type")?;
 
-    let mut out = Profile {
-        time_ns: profile.time_nanos,
-        period_ns,
-        ..Profile::default()
-    };
+    let mut out = ProfileBuilder::new(profile.time_nanos, period_ns);
     let kernel_mappings = mappings(profile, &strings)?;
     let functions = functions(profile, &strings)?;
-    let mut dictionary = Dictionary::default();
-    let locations = Locations::new(profile, &kernel_mappings, &functions, &mut dictionary)?;
+    let locations = Locations::new(profile, &kernel_mappings, &functions, &mut out)?;
 
-    let mut label_sets: HashMap<Labels, u32> = HashMap::new();
     for sample in &profile.sample {
         if sample.value.len() != profile.sample_type.len() {
             return Err(PprofError::ValueCount {
@@ -180,43 +174,15 @@ pub fn normalize(profile: &proto::Profile, request_labels: &Labels) -> Result<Pr
             continue;
         }
         if truncated {
-            stack.push(dictionary.intern(Frame {
+            stack.push(out.frame(Frame {
                 name: "[truncated]".to_owned(),
                 kernel: false,
             }));
         }
         stack.reverse();
-        let next = u32::try_from(out.label_sets.len()).unwrap_or(u32::MAX);
-        let labels = *label_sets.entry(labels).or_insert_with_key(|labels| {
-            out.label_sets.push(labels.clone());
-            next
-        });
-        out.samples.push(Sample {
-            stack,
-            labels,
-            value,
-        });
+        out.push(stack, labels, value);
     }
-    out.frames = dictionary.frames;
-    Ok(out)
-}
-
-/// The profile's frames, unique.
-#[derive(Default)]
-struct Dictionary {
-    frames: Vec<Frame>,
-    index: HashMap<Frame, u32>,
-}
-
-impl Dictionary {
-    /// Adds a frame unless it is there; returns its index.
-    fn intern(&mut self, frame: Frame) -> u32 {
-        let next = u32::try_from(self.frames.len()).unwrap_or(u32::MAX);
-        *self.index.entry(frame).or_insert_with_key(|frame| {
-            self.frames.push(frame.clone());
-            next
-        })
-    }
+    Ok(out.finish())
 }
 
 /// The string table, with checked access.
@@ -303,7 +269,7 @@ impl Locations {
         profile: &proto::Profile,
         mappings: &HashMap<u64, (bool, &str)>,
         functions: &HashMap<u64, &str>,
-        dictionary: &mut Dictionary,
+        builder: &mut ProfileBuilder,
     ) -> Result<Self, PprofError> {
         let mut ranges = HashMap::with_capacity(profile.location.len());
         let mut frames = Vec::new();
@@ -334,7 +300,7 @@ impl Locations {
                     name,
                     kernel: kernel_mapping,
                 };
-                frames.push(dictionary.intern(frame));
+                frames.push(builder.frame(frame));
             }
             for line in location.line.iter().rev() {
                 let name = functions
@@ -351,7 +317,7 @@ impl Locations {
                     name: name.to_owned(),
                     kernel,
                 };
-                frames.push(dictionary.intern(frame));
+                frames.push(builder.frame(frame));
             }
             if location.id == 0 || ranges.insert(location.id, (start, frames.len())).is_some() {
                 return Err(PprofError::DuplicateId {

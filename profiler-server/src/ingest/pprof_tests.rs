@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use prost::Message;
 
 use super::*;
+use crate::model::Sample;
 
 const BURN3: &[u8] = include_bytes!("../../tests/data/burn3.pb.gz");
 

@@ -7,8 +7,6 @@
 //! sample counts: the sum of `values` (or the number of timestamps), divided by the period
 //! when the sample type is in nanoseconds.
 
-use std::collections::HashMap;
-
 use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value;
 use opentelemetry_proto::tonic::profiles::v1development::{
@@ -17,7 +15,7 @@ use opentelemetry_proto::tonic::profiles::v1development::{
 
 use super::{attribute_string, service_name, time_ns, OtlpError};
 use crate::ingest::pprof::MAX_STACK_DEPTH;
-use crate::model::{Frame, Labels, Profile, Sample, SpanId, TraceId, SERVICE_LABEL};
+use crate::model::{Frame, Labels, Profile, ProfileBuilder, SpanId, TraceId, SERVICE_LABEL};
 
 /// Converts every profile of an export request.
 pub fn convert(request: &ExportProfilesServiceRequest) -> Result<Vec<Profile>, OtlpError> {
@@ -134,13 +132,10 @@ fn convert_profile(
     let mut profile_labels = base.clone();
     tables.labels(&profile.attribute_indices, &mut profile_labels)?;
 
-    let mut out = Profile {
-        time_ns: time_ns(profile.time_unix_nano, "time_unix_nano")?,
+    let mut out = ProfileBuilder::new(
+        time_ns(profile.time_unix_nano, "time_unix_nano")?,
         period_ns,
-        ..Profile::default()
-    };
-    let mut frames: HashMap<Frame, u32> = HashMap::new();
-    let mut label_sets: HashMap<Labels, u32> = HashMap::new();
+    );
     for sample in &profile.samples {
         let value = sample_value(sample, unit, period_ns);
         if value == 0 {
@@ -187,28 +182,13 @@ fn convert_profile(
                 if stack.len() >= MAX_STACK_DEPTH {
                     break;
                 }
-                let frame = Frame { name, kernel };
-                let next = u32::try_from(out.frames.len()).unwrap_or(u32::MAX);
-                let index = *frames.entry(frame).or_insert_with_key(|frame| {
-                    out.frames.push(frame.clone());
-                    next
-                });
-                stack.push(index);
+                stack.push(out.frame(Frame { name, kernel }));
             }
         }
         stack.reverse();
-        let next = u32::try_from(out.label_sets.len()).unwrap_or(u32::MAX);
-        let labels = *label_sets.entry(labels).or_insert_with_key(|labels| {
-            out.label_sets.push(labels.clone());
-            next
-        });
-        out.samples.push(Sample {
-            stack,
-            labels,
-            value,
-        });
+        out.push(stack, labels, value);
     }
-    Ok(out)
+    Ok(out.finish())
 }
 
 /// Number of samples a sample stands for.

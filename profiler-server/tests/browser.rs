@@ -424,9 +424,12 @@ impl Ui {
     }
 }
 
-/// `target/browser-artifacts`: screenshots kept after the run.
+/// `target/browser-artifacts` (created if missing): screenshots and logs kept after the run.
 fn artifacts_dir() -> PathBuf {
-    tests::target_dir().join("browser-artifacts")
+    let dir = tests::target_dir().join("browser-artifacts");
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    dir
 }
 
 fn show(what: &str, path: &Path) {

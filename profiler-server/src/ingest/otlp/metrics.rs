@@ -229,6 +229,14 @@ mod tests {
         }
     }
 
+    #[test]
+    fn mutated_requests_never_panic() {
+        let valid = request("http.server.request.duration", "s", point(200));
+        crate::ingest::otlp::fuzz_converter(&valid, |request| {
+            let _ = convert(request);
+        });
+    }
+
     fn point(status: i64) -> HistogramDataPoint {
         HistogramDataPoint {
             attributes: vec![

@@ -243,3 +243,38 @@ pub fn service_name(
 fn time_ns(value: u64, what: &str) -> Result<i64, OtlpError> {
     i64::try_from(value).map_err(|_| OtlpError::new(format!("{what} {value} is out of range")))
 }
+
+/// Mutation fuzzing shared by the converters' tests: `valid` is encoded, bytes are overwritten,
+/// inserted and cut at random (xorshift, fixed seed), and whatever still decodes as the message
+/// goes through `convert`, which may reject it but must never panic.
+#[cfg(test)]
+pub(crate) fn fuzz_converter<M: prost::Message + Default>(valid: &M, convert: impl Fn(&M)) {
+    let bytes = valid.encode_to_vec();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut decoded = 0;
+    for _ in 0..2_000 {
+        let mut mutated = bytes.clone();
+        for _ in 0..1 + next() % 6 {
+            let at = (next() % mutated.len().max(1) as u64) as usize;
+            match next() % 3 {
+                0 if !mutated.is_empty() => mutated[at] = next() as u8,
+                1 => mutated.insert(at.min(mutated.len()), next() as u8),
+                _ => mutated.truncate(at),
+            }
+        }
+        if let Ok(message) = M::decode(mutated.as_slice()) {
+            decoded += 1;
+            convert(&message);
+        }
+    }
+    assert!(
+        decoded > 0,
+        "no mutation decoded: the fuzzing reached no converter"
+    );
+}

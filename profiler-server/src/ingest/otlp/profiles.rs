@@ -215,6 +215,13 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn mutated_requests_never_panic() {
+        crate::ingest::otlp::fuzz_converter(&request(), |request| {
+            let _ = convert(request);
+        });
+    }
+
     fn request() -> ExportProfilesServiceRequest {
         let strings: Vec<String> = [
             "",

@@ -93,6 +93,13 @@ mod tests {
         }
     }
 
+    #[test]
+    fn mutated_requests_never_panic() {
+        crate::ingest::otlp::fuzz_converter(&request(vec![span(), span()]), |request| {
+            let _ = convert(request);
+        });
+    }
+
     fn span() -> OtlpSpan {
         OtlpSpan {
             trace_id: vec![1; 16],

@@ -22,6 +22,60 @@ pub struct Profiler {
     window_start_ns: u64,
 }
 
+/// Highest sampling frequency accepted: 10 kHz per CPU is already far past useful.
+const MAX_FREQUENCY_HZ: u64 = 10_000;
+
+/// Rejects a sampling frequency outside 1..=10000 Hz.
+pub fn check_frequency(frequency_hz: u64) -> anyhow::Result<()> {
+    if frequency_hz == 0 || frequency_hz > MAX_FREQUENCY_HZ {
+        anyhow::bail!(
+            "--frequency must be between 1 and {MAX_FREQUENCY_HZ} Hz, got {frequency_hz}"
+        );
+    }
+    Ok(())
+}
+
+/// Checks that every `--pid` names a live process, not one of its threads.
+pub fn check_pids(pids: &[u32]) -> anyhow::Result<()> {
+    for &pid in pids {
+        if !process_exists(pid) {
+            anyhow::bail!("process {pid} does not exist");
+        }
+        if let Some(owner) = thread_group_of(pid).filter(|&owner| owner != pid) {
+            anyhow::bail!("{pid} is a thread of process {owner}: use --pid {owner}");
+        }
+    }
+    Ok(())
+}
+
+/// True while `pid` runs (exists and is not a zombie).
+pub fn process_exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid)
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // The state follows the parenthesised comm, which may itself hold spaces or ')'.
+            let after = stat.rsplit_once(')')?.1;
+            after
+                .split_whitespace()
+                .next()
+                .map(|state| state == "Z" || state == "X")
+        })
+        .unwrap_or(false)
+}
+
+/// The process (thread group) a thread id belongs to.
+fn thread_group_of(tid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Tgid:"))
+        .and_then(|value| value.trim().parse().ok())
+}
+
 /// Nanoseconds since the Unix epoch.
 pub fn unix_now_ns() -> u64 {
     SystemTime::now()

@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use profiler_common::Stat;
 
 use crate::{
-    agent::Profiler,
+    agent::{check_frequency, check_pids, process_exists, Profiler},
     collect::StackLoss,
     ebpf::{KernelStats, SamplerOptions},
     encode::{self, OutputFormat},
@@ -61,12 +61,7 @@ pub fn run(options: RecordOptions) -> Result<u8> {
         1 => {}
         _ => bail!("--pid, --all and a command after `--` exclude each other: pick one"),
     }
-    if options.frequency_hz == 0 || options.frequency_hz > 10_000 {
-        bail!(
-            "--frequency must be between 1 and 10000 Hz, got {}",
-            options.frequency_hz
-        );
-    }
+    check_frequency(options.frequency_hz)?;
     let format = match options.format {
         Some(format) => format,
         None => OutputFormat::from_path(&options.output).with_context(|| {
@@ -77,14 +72,7 @@ pub fn run(options: RecordOptions) -> Result<u8> {
             )
         })?,
     };
-    for &pid in &options.pids {
-        if !process_exists(pid) {
-            bail!("process {pid} does not exist");
-        }
-        if let Some(owner) = thread_group_of(pid).filter(|&owner| owner != pid) {
-            bail!("{pid} is a thread of process {owner}: use --pid {owner}");
-        }
-    }
+    check_pids(&options.pids)?;
     // Fail on an unwritable output before recording, not after; the file appears (or replaces
     // an older one) only once the profile is complete.
     let output = OutputFile::create(&options.output)?;
@@ -243,15 +231,6 @@ fn shell_exit_code(status: ExitStatus) -> u8 {
     }
 }
 
-/// The process (thread group) a thread id belongs to.
-fn thread_group_of(tid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("Tgid:"))
-        .and_then(|value| value.trim().parse().ok())
-}
-
 /// The output, written to a temporary file beside it and renamed into place once complete, so
 /// a failed recording leaves nothing behind and never truncates an older profile.
 struct OutputFile {
@@ -298,24 +277,6 @@ impl Drop for OutputFile {
             let _ = std::fs::remove_file(&self.temporary);
         }
     }
-}
-
-fn process_exists(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid)
-}
-
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            // The state follows the parenthesised comm, which may itself hold spaces or ')'.
-            let after = stat.rsplit_once(')')?.1;
-            after
-                .split_whitespace()
-                .next()
-                .map(|state| state == "Z" || state == "X")
-        })
-        .unwrap_or(false)
 }
 
 /// A command forked but held before `exec` until the sampler watches its pid, so its first

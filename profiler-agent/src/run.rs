@@ -12,7 +12,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use crate::{
-    agent::Profiler,
+    agent::{check_frequency, check_pids, Profiler},
     ebpf::SamplerOptions,
     encode::pprof,
     export::http::{ServerUrl, Upload, Uploader},
@@ -41,20 +41,11 @@ pub struct RunOptions {
 
 pub fn run(options: RunOptions) -> Result<()> {
     let url = ServerUrl::parse(&options.server)?;
-    if options.frequency_hz == 0 || options.frequency_hz > 10_000 {
-        bail!(
-            "--frequency must be between 1 and 10000 Hz, got {}",
-            options.frequency_hz
-        );
-    }
+    check_frequency(options.frequency_hz)?;
     if options.upload_interval < Duration::from_secs(1) {
         bail!("--upload-interval must be at least 1 s");
     }
-    for &pid in &options.pids {
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            bail!("process {pid} does not exist");
-        }
-    }
+    check_pids(&options.pids)?;
     signals::install();
     eprint!("{}", crate::features::probe());
     let mut profiler = Profiler::start(&SamplerOptions {

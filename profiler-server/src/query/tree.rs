@@ -89,11 +89,10 @@ pub struct TopFunction {
 pub fn flame_graph(counts: &StackCounts, max_nodes: usize) -> FlameGraph {
     let mut trie = Trie::default();
     trie.add(counts, 0);
-    let total = trie.nodes[0].value[0];
     let mut root = trie.finish(max_nodes, false);
     root.name = "total".to_owned();
     FlameGraph {
-        total,
+        total: root.value,
         period_ns: counts.period_ns,
         unit: "samples",
         root,
@@ -105,12 +104,11 @@ pub fn diff(current: &StackCounts, base: &StackCounts, max_nodes: usize) -> Diff
     let mut trie = Trie::default();
     trie.add(current, 0);
     trie.add(base, 1);
-    let [total, base_total] = trie.nodes[0].value;
     let mut root = trie.finish(max_nodes, true);
     root.name = "total".to_owned();
     DiffGraph {
-        total,
-        base_total,
+        total: root.value,
+        base_total: root.base_value.unwrap_or(0),
         period_ns: if current.period_ns != 0 {
             current.period_ns
         } else {
@@ -167,114 +165,137 @@ pub fn top(counts: &StackCounts, limit: usize) -> Top {
     Top { total, functions }
 }
 
-/// Trie of merged stacks; slot 0 of each value is the selection, slot 1 the diff's base.
+/// Merged stacks; slot 0 of each value is the selection, slot 1 the diff's base.
+///
+/// The tree is never built in full: stacks (as indexes into `frames`) are sorted, so the
+/// stacks under a node are a contiguous run sharing its path, and its children are the runs
+/// of equal frames one level down. [`Trie::finish`] walks only the runs of nodes it keeps;
+/// everything below a folded node is summed, never visited.
 #[derive(Default)]
-struct Trie {
-    frames: Vec<Frame>,
-    frame_ids: HashMap<Frame, u32>,
-    nodes: Vec<TrieNode>,
+struct Trie<'a> {
+    /// Distinct frames of every input.
+    frames: Vec<&'a Frame>,
+    frame_ids: HashMap<&'a Frame, u32>,
+    /// Every input stack's frames, back to back.
+    path_frames: Vec<u32>,
+    paths: Vec<Path>,
 }
 
-struct TrieNode {
-    /// Index into `Trie::frames`; unused for the root.
-    frame: u32,
+/// One input stack: `path_frames[start..end]`, root first.
+struct Path {
+    start: usize,
+    end: usize,
     value: [u64; 2],
-    self_value: [u64; 2],
-    children: HashMap<u32, usize>,
 }
 
-impl TrieNode {
-    fn new(frame: u32) -> Self {
-        Self {
-            frame,
-            value: [0; 2],
-            self_value: [0; 2],
-            children: HashMap::new(),
-        }
-    }
-}
-
-impl Trie {
-    fn add(&mut self, counts: &StackCounts, slot: usize) {
-        if self.nodes.is_empty() {
-            self.nodes.push(TrieNode::new(u32::MAX));
-        }
+impl<'a> Trie<'a> {
+    fn add(&mut self, counts: &'a StackCounts, slot: usize) {
         // Map the input's frame indexes to the trie's (diffs merge two dictionaries).
         let ids: Vec<u32> = counts
             .frames
             .iter()
             .map(|frame| {
                 let next = u32::try_from(self.frames.len()).unwrap_or(u32::MAX);
-                *self.frame_ids.entry(frame.clone()).or_insert_with(|| {
-                    self.frames.push(frame.clone());
+                *self.frame_ids.entry(frame).or_insert_with(|| {
+                    self.frames.push(frame);
                     next
                 })
             })
             .collect();
+        self.paths.reserve(counts.stacks.len());
         for (stack, count) in &counts.stacks {
-            let mut node = 0;
-            self.nodes[0].value[slot] += count;
-            for frame in stack {
-                let Some(&frame) = ids.get(*frame as usize) else {
-                    continue;
-                };
-                let next = self.nodes.len();
-                let child = *self.nodes[node].children.entry(frame).or_insert(next);
-                if child == next {
-                    self.nodes.push(TrieNode::new(frame));
-                }
-                node = child;
-                self.nodes[node].value[slot] += count;
-            }
-            self.nodes[node].self_value[slot] += count;
+            let start = self.path_frames.len();
+            self.path_frames.extend(
+                stack
+                    .iter()
+                    .filter_map(|frame| ids.get(*frame as usize).copied()),
+            );
+            let mut value = [0; 2];
+            value[slot] = *count;
+            self.paths.push(Path {
+                start,
+                end: self.path_frames.len(),
+                value,
+            });
         }
     }
 
-    fn finish(&self, max_nodes: usize, with_base: bool) -> FlameNode {
+    fn finish(mut self, max_nodes: usize, with_base: bool) -> FlameNode {
         let max_nodes = u64::try_from(max_nodes.max(1)).unwrap_or(u64::MAX);
-        let root = &self.nodes[0];
-        let totals = root.value;
+        let frames = &self.path_frames;
+        self.paths
+            .sort_unstable_by(|a, b| frames[a.start..a.end].cmp(&frames[b.start..b.end]));
+        let totals = self
+            .paths
+            .iter()
+            .fold([0u64; 2], |sum, path| add(sum, path.value));
         // A node stays when value / total >= 1 / max_nodes on either side.
-        let keep = |node: &TrieNode| {
+        let keep = |value: [u64; 2]| {
             (0..2).any(|slot| {
-                node.value[slot] > 0
-                    && u128::from(node.value[slot]) * u128::from(max_nodes)
-                        >= u128::from(totals[slot])
+                value[slot] > 0
+                    && u128::from(value[slot]) * u128::from(max_nodes) >= u128::from(totals[slot])
             })
         };
-        self.convert(0, &keep, with_base)
+        self.convert(&self.paths, 0, None, totals, &keep, with_base)
     }
 
+    /// The node at `depth` whose stacks are `paths` (all sharing its path) and whose value
+    /// is `value`.
     fn convert(
         &self,
-        index: usize,
-        keep: &dyn Fn(&TrieNode) -> bool,
+        paths: &[Path],
+        depth: usize,
+        frame: Option<u32>,
+        value: [u64; 2],
+        keep: &dyn Fn([u64; 2]) -> bool,
         with_base: bool,
     ) -> FlameNode {
-        let node = &self.nodes[index];
-        let mut self_value = node.self_value;
+        // The stacks ending here sort first: they are a prefix of the others.
+        let ends = paths.partition_point(|path| path.end - path.start <= depth);
+        let mut self_value = paths[..ends]
+            .iter()
+            .fold([0u64; 2], |sum, path| add(sum, path.value));
         let mut children = Vec::new();
-        for &child in node.children.values() {
-            let child_node = &self.nodes[child];
-            if keep(child_node) {
-                children.push(self.convert(child, keep, with_base));
+        let mut rest = &paths[ends..];
+        while let Some(first) = rest.first() {
+            let child = self.path_frames[first.start + depth];
+            let len = rest
+                .iter()
+                .position(|path| self.path_frames[path.start + depth] != child)
+                .unwrap_or(rest.len());
+            let (run, next) = rest.split_at(len);
+            let child_value = run.iter().fold([0u64; 2], |sum, path| add(sum, path.value));
+            if keep(child_value) {
+                children.push(self.convert(
+                    run,
+                    depth + 1,
+                    Some(child),
+                    child_value,
+                    keep,
+                    with_base,
+                ));
             } else {
-                self_value[0] += child_node.value[0];
-                self_value[1] += child_node.value[1];
+                self_value = add(self_value, child_value);
             }
+            rest = next;
         }
         children.sort_by(|a, b| a.name.cmp(&b.name).then(a.kernel.cmp(&b.kernel)));
-        let frame = self.frames.get(node.frame as usize);
+        let frame = frame.and_then(|f| self.frames.get(f as usize));
         FlameNode {
             name: frame.map(|f| f.name.clone()).unwrap_or_default(),
-            value: node.value[0],
+            value: value[0],
             self_value: self_value[0],
             kernel: frame.map(|f| f.kernel),
-            base_value: with_base.then_some(node.value[1]),
+            base_value: with_base.then_some(value[1]),
             base_self: with_base.then_some(self_value[1]),
             children,
         }
     }
+}
+
+/// Adds two values slot by slot.
+fn add(a: [u64; 2], b: [u64; 2]) -> [u64; 2] {
+    [a[0] + b[0], a[1] + b[1]]
 }
 
 #[cfg(test)]
@@ -431,5 +452,190 @@ mod tests {
         assert!(graph.root.children.iter().any(|c| c.name == "b"));
         let graph = flame_graph(&current, 10);
         assert!(!graph.root.children.iter().any(|c| c.name == "b"));
+    }
+
+    /// The previous implementation, kept as the reference of the sort-based merge.
+    mod reference {
+        use std::collections::HashMap;
+
+        use crate::model::{Frame, StackCounts};
+        use crate::query::tree::FlameNode;
+
+        /// The trie this module used before it sorted stacks instead.
+        #[derive(Default)]
+        pub struct Trie {
+            frames: Vec<Frame>,
+            frame_ids: HashMap<Frame, u32>,
+            pub nodes: Vec<TrieNode>,
+        }
+
+        pub struct TrieNode {
+            /// Index into `Trie::frames`; unused for the root.
+            frame: u32,
+            pub value: [u64; 2],
+            self_value: [u64; 2],
+            children: HashMap<u32, usize>,
+        }
+
+        impl TrieNode {
+            fn new(frame: u32) -> Self {
+                Self {
+                    frame,
+                    value: [0; 2],
+                    self_value: [0; 2],
+                    children: HashMap::new(),
+                }
+            }
+        }
+
+        impl Trie {
+            pub fn add(&mut self, counts: &StackCounts, slot: usize) {
+                if self.nodes.is_empty() {
+                    self.nodes.push(TrieNode::new(u32::MAX));
+                }
+                // Map the input's frame indexes to the trie's (diffs merge two dictionaries).
+                let ids: Vec<u32> = counts
+                    .frames
+                    .iter()
+                    .map(|frame| {
+                        let next = u32::try_from(self.frames.len()).unwrap_or(u32::MAX);
+                        *self.frame_ids.entry(frame.clone()).or_insert_with(|| {
+                            self.frames.push(frame.clone());
+                            next
+                        })
+                    })
+                    .collect();
+                for (stack, count) in &counts.stacks {
+                    let mut node = 0;
+                    self.nodes[0].value[slot] += count;
+                    for frame in stack {
+                        let Some(&frame) = ids.get(*frame as usize) else {
+                            continue;
+                        };
+                        let next = self.nodes.len();
+                        let child = *self.nodes[node].children.entry(frame).or_insert(next);
+                        if child == next {
+                            self.nodes.push(TrieNode::new(frame));
+                        }
+                        node = child;
+                        self.nodes[node].value[slot] += count;
+                    }
+                    self.nodes[node].self_value[slot] += count;
+                }
+            }
+
+            pub fn finish(&self, max_nodes: usize, with_base: bool) -> FlameNode {
+                let max_nodes = u64::try_from(max_nodes.max(1)).unwrap_or(u64::MAX);
+                let root = &self.nodes[0];
+                let totals = root.value;
+                // A node stays when value / total >= 1 / max_nodes on either side.
+                let keep = |node: &TrieNode| {
+                    (0..2).any(|slot| {
+                        node.value[slot] > 0
+                            && u128::from(node.value[slot]) * u128::from(max_nodes)
+                                >= u128::from(totals[slot])
+                    })
+                };
+                self.convert(0, &keep, with_base)
+            }
+
+            fn convert(
+                &self,
+                index: usize,
+                keep: &dyn Fn(&TrieNode) -> bool,
+                with_base: bool,
+            ) -> FlameNode {
+                let node = &self.nodes[index];
+                let mut self_value = node.self_value;
+                let mut children = Vec::new();
+                for &child in node.children.values() {
+                    let child_node = &self.nodes[child];
+                    if keep(child_node) {
+                        children.push(self.convert(child, keep, with_base));
+                    } else {
+                        self_value[0] += child_node.value[0];
+                        self_value[1] += child_node.value[1];
+                    }
+                }
+                children.sort_by(|a, b| a.name.cmp(&b.name).then(a.kernel.cmp(&b.kernel)));
+                let frame = self.frames.get(node.frame as usize);
+                FlameNode {
+                    name: frame.map(|f| f.name.clone()).unwrap_or_default(),
+                    value: node.value[0],
+                    self_value: self_value[0],
+                    kernel: frame.map(|f| f.kernel),
+                    base_value: with_base.then_some(node.value[1]),
+                    base_self: with_base.then_some(self_value[1]),
+                    children,
+                }
+            }
+        }
+    }
+
+    /// A tiny xorshift, so the test needs no dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    /// Random stacks over a few frames, with what the merge must cope with: a frame listed
+    /// twice, frame indexes out of range, empty stacks, repeated stacks and zero counts.
+    fn random_counts(rng: &mut Rng) -> StackCounts {
+        let names = ["a", "b", "c", "d_[k]", "e", "b"];
+        let mut counts = StackCounts {
+            frames: names.iter().map(|n| frame(n)).collect(),
+            period_ns: 1,
+            ..StackCounts::default()
+        };
+        for _ in 0..rng.below(40) {
+            let depth = rng.below(6);
+            let stack = (0..depth).map(|_| rng.below(7) as u32).collect();
+            let count = match rng.below(5) {
+                0 => 0,
+                1 => 1000,
+                _ => rng.below(20),
+            };
+            counts.stacks.push((stack, count));
+        }
+        if let Some(stack) = counts.stacks.first().cloned() {
+            counts.stacks.push(stack);
+        }
+        counts
+    }
+
+    #[test]
+    fn sorted_merge_matches_the_trie() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..2000 {
+            let current = random_counts(&mut rng);
+            let base = random_counts(&mut rng);
+            for max_nodes in [0, 1, 3, 10, DEFAULT_MAX_NODES] {
+                let graph = flame_graph(&current, max_nodes);
+                let mut trie = reference::Trie::default();
+                trie.add(&current, 0);
+                let mut root = trie.finish(max_nodes, false);
+                root.name = "total".to_owned();
+                assert_eq!(graph.root, root, "{current:?} max_nodes {max_nodes}");
+                assert_eq!(graph.total, trie.nodes[0].value[0]);
+
+                let graph = diff(&current, &base, max_nodes);
+                let mut trie = reference::Trie::default();
+                trie.add(&current, 0);
+                trie.add(&base, 1);
+                let mut root = trie.finish(max_nodes, true);
+                root.name = "total".to_owned();
+                assert_eq!(
+                    graph.root, root,
+                    "{current:?} {base:?} max_nodes {max_nodes}"
+                );
+                assert_eq!([graph.total, graph.base_total], trie.nodes[0].value);
+            }
+        }
     }
 }

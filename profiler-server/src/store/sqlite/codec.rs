@@ -16,10 +16,23 @@ pub fn put_varint(out: &mut Vec<u8>, mut value: u64) {
 }
 
 /// Reads a varint at `*pos`, advancing it.
+#[inline]
 pub fn get_varint(bytes: &[u8], pos: &mut usize) -> Result<u64, StoreError> {
+    // Most stack id deltas and counts fit in one byte.
+    if let Some(&byte) = bytes.get(*pos) {
+        if byte < 0x80 {
+            *pos += 1;
+            return Ok(u64::from(byte));
+        }
+    }
+    get_long_varint(bytes, pos)
+}
+
+/// [`get_varint`] for two bytes or more (or a truncated blob).
+fn get_long_varint(bytes: &[u8], pos: &mut usize) -> Result<u64, StoreError> {
     let mut value = 0u64;
     for shift in (0..64).step_by(7) {
-        let byte = *bytes.get(*pos).ok_or(StoreError::Corrupt {
+        let byte = *bytes.get(*pos).ok_or_else(|| StoreError::Corrupt {
             what: "truncated varint",
         })?;
         *pos += 1;
@@ -78,6 +91,7 @@ pub fn encode_counts(counts: &BTreeMap<i64, u64>) -> Vec<u8> {
 }
 
 /// Calls `f(stack id, count)` for every pair of a counts blob.
+#[inline]
 pub fn for_each_count(bytes: &[u8], mut f: impl FnMut(i64, u64)) -> Result<(), StoreError> {
     let mut pos = 0;
     let mut stack = 0i64;
@@ -86,9 +100,12 @@ pub fn for_each_count(bytes: &[u8], mut f: impl FnMut(i64, u64)) -> Result<(), S
         let delta = i64::try_from(delta).map_err(|_| StoreError::Corrupt {
             what: "stack id delta out of range",
         })?;
-        stack = stack.checked_add(delta).ok_or(StoreError::Corrupt {
-            what: "stack id out of range",
-        })?;
+        // Errors are built lazily: an eager `StoreError` costs a drop per pair.
+        stack = stack
+            .checked_add(delta)
+            .ok_or_else(|| StoreError::Corrupt {
+                what: "stack id out of range",
+            })?;
         let count = get_varint(bytes, &mut pos)?;
         f(stack, count);
     }

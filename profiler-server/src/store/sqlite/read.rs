@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use rusqlite::{params, Connection, Row};
 
 use super::codec;
-use super::dictionary::Dictionary;
+use super::dictionary::{Dictionary, Entries};
 use crate::model::{
-    RedKey, RedPoint, Span, SpanId, SpanKind, SpanStatus, StackCounts, TraceId, BUCKET_NS,
+    Frame, RedKey, RedPoint, Span, SpanId, SpanKind, SpanStatus, StackCounts, TraceId, BUCKET_NS,
     SPAN_ID_LABEL, TRACE_ID_LABEL,
 };
 use crate::query::Selector;
@@ -184,6 +184,125 @@ pub fn label_values(
     Ok(values.into_iter().take(limit).collect())
 }
 
+/// Values keyed by an interned id (stack or function). Ids count up from 1 and are never
+/// deleted, so a `Vec` indexed by id is as large as the dictionary at most; ids beyond
+/// `dense_limit` (only in a corrupt database) go to a map instead of growing the `Vec`.
+struct IdMap<V> {
+    dense: Vec<Option<V>>,
+    dense_limit: usize,
+    sparse: HashMap<i64, V>,
+}
+
+impl<V: Copy> IdMap<V> {
+    /// A map for ids of a dictionary holding `known` of them.
+    fn new(known: usize) -> Self {
+        Self {
+            dense: Vec::new(),
+            // Room for entries committed after the dictionary was read.
+            dense_limit: known.saturating_mul(2).saturating_add(1 << 16),
+            sparse: HashMap::new(),
+        }
+    }
+
+    /// The slot of `id`, inserting `default` when absent.
+    #[inline]
+    fn entry(&mut self, id: i64, default: V) -> &mut V {
+        match usize::try_from(id) {
+            Ok(i) if i < self.dense_limit => {
+                if i >= self.dense.len() {
+                    self.dense.resize(i + 1, None);
+                }
+                self.dense[i].get_or_insert(default)
+            }
+            _ => self.sparse.entry(id).or_insert(default),
+        }
+    }
+
+    /// The value of `id`, if present.
+    #[inline]
+    fn get(&self, id: i64) -> Option<V> {
+        match usize::try_from(id) {
+            Ok(i) if i < self.dense_limit => self.dense.get(i).copied().flatten(),
+            _ => self.sparse.get(&id).copied(),
+        }
+    }
+
+    /// Every entry, ids ascending.
+    fn into_sorted(self) -> Vec<(i64, V)> {
+        let mut out: Vec<(i64, V)> = self
+            .dense
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, v)| Some((i64::try_from(i).ok()?, v?)))
+            .collect();
+        if !self.sparse.is_empty() {
+            out.extend(self.sparse);
+            out.sort_unstable_by_key(|&(id, _)| id);
+        }
+        out
+    }
+}
+
+/// Sample counts per stack id: an [`IdMap`] without the `Option`, as the sum of every pair
+/// of every selected row goes through it.
+struct Tally {
+    counts: Vec<u64>,
+    /// Set for a stack whose count may read 0 although it was seen (a pair counting 0, or a
+    /// sum that wrapped).
+    seen_zero: Vec<bool>,
+    dense_limit: usize,
+    sparse: HashMap<i64, u64>,
+}
+
+impl Tally {
+    /// A tally for ids of a dictionary holding `known` stacks.
+    fn new(known: usize) -> Self {
+        let dense_limit = known.saturating_mul(2).saturating_add(1 << 16);
+        let len = known.saturating_add(1).min(dense_limit);
+        Self {
+            counts: vec![0; len],
+            seen_zero: vec![false; len],
+            dense_limit,
+            sparse: HashMap::new(),
+        }
+    }
+
+    #[inline]
+    fn add(&mut self, id: i64, count: u64) {
+        match usize::try_from(id) {
+            Ok(i) if i < self.dense_limit => {
+                if i >= self.counts.len() {
+                    self.counts.resize(i + 1, 0);
+                    self.seen_zero.resize(i + 1, false);
+                }
+                let (sum, wrapped) = self.counts[i].overflowing_add(count);
+                self.counts[i] = sum;
+                if count == 0 || wrapped {
+                    self.seen_zero[i] = true;
+                }
+            }
+            _ => *self.sparse.entry(id).or_insert(0) += count,
+        }
+    }
+
+    /// Every stack seen, ids ascending.
+    fn into_sorted(self) -> Vec<(i64, u64)> {
+        let mut out: Vec<(i64, u64)> = self
+            .counts
+            .iter()
+            .zip(&self.seen_zero)
+            .enumerate()
+            .filter(|&(_, (&count, &seen_zero))| count != 0 || seen_zero)
+            .filter_map(|(i, (&count, _))| Some((i64::try_from(i).ok()?, count)))
+            .collect();
+        if !self.sparse.is_empty() {
+            out.extend(self.sparse);
+            out.sort_unstable_by_key(|&(id, _)| id);
+        }
+        out
+    }
+}
+
 /// Merges the selected samples per stack and resolves stacks to frames.
 pub fn stack_counts(
     conn: &Connection,
@@ -191,26 +310,42 @@ pub fn stack_counts(
     filter: &ProfileFilter,
 ) -> Result<StackCounts, StoreError> {
     let (first, last) = buckets(filter.range);
-    let mut by_stack: HashMap<i64, u64> = HashMap::new();
-    let mut by_series: HashMap<i64, u64> = HashMap::new();
-    let mut wanted: HashMap<i64, bool> = HashMap::new();
-    let mut add = |series: i64, blob: &[u8]| -> Result<(), StoreError> {
-        let matches = match wanted.get(&series) {
-            Some(&m) => m,
+    let (known_stacks, known_functions, known_series) = {
+        let entries = dictionary.read();
+        (
+            entries.stacks.len(),
+            entries.functions.len(),
+            entries.series.len(),
+        )
+    };
+    let mut by_stack = Tally::new(known_stacks);
+    let mut by_series: IdMap<u64> = IdMap::new(known_series);
+    let mut wanted: IdMap<bool> = IdMap::new(known_series);
+    // Rows are `(series, counts)`; the blob is read only for selected series.
+    let mut add = |row: &Row<'_>| -> Result<(), StoreError> {
+        let series: i64 = row.get(0)?;
+        let matches = match wanted.get(series) {
+            Some(m) => m,
             None => {
                 let m = filter.selector.is_empty()
                     || filter
                         .selector
                         .matches(&dictionary.series(conn, series)?.labels);
-                wanted.insert(series, m);
+                *wanted.entry(series, m) = m;
                 m
             }
         };
-        if matches {
+        if !matches {
+            return Ok(());
+        }
+        let blob = row.get_ref(1)?.as_blob()?;
+        if !blob.is_empty() {
+            let mut row_total = 0u64;
             codec::for_each_count(blob, |stack, count| {
-                *by_stack.entry(stack).or_insert(0) += count;
-                *by_series.entry(series).or_insert(0) += count;
+                by_stack.add(stack, count);
+                row_total += count;
             })?;
+            *by_series.entry(series, 0) += row_total;
         }
         Ok(())
     };
@@ -229,47 +364,128 @@ pub fn stack_counts(
         };
         let mut rows = stmt.query(params![trace, span, first, last])?;
         while let Some(row) = rows.next()? {
-            add(row.get(0)?, row.get_ref(1)?.as_blob()?)?;
+            add(row)?;
         }
     } else {
         let mut stmt = conn
             .prepare_cached("SELECT series, counts FROM samples WHERE bucket BETWEEN ?1 AND ?2")?;
         let mut rows = stmt.query([first, last])?;
         while let Some(row) = rows.next()? {
-            add(row.get(0)?, row.get_ref(1)?.as_blob()?)?;
+            add(row)?;
         }
     }
     // The period of the series contributing the most samples.
     let mut period_ns = 0;
-    if let Some((&series, _)) = by_series.iter().max_by_key(|&(id, count)| (*count, -*id)) {
+    let by_series = by_series.into_sorted();
+    if let Some(&(series, _)) = by_series.iter().max_by_key(|&&(id, count)| (count, -id)) {
         period_ns = dictionary.series(conn, series)?.period_ns;
     }
     let mut out = StackCounts {
         period_ns,
         ..StackCounts::default()
     };
-    let mut frame_index: HashMap<i64, u32> = HashMap::new();
-    let mut stacks: Vec<_> = by_stack.into_iter().collect();
-    stacks.sort_unstable();
-    for (stack_id, count) in stacks {
-        let functions = dictionary.stack(conn, stack_id)?;
-        let mut frames = Vec::with_capacity(functions.len());
-        for &function in functions.iter() {
-            let function = i64::from(function);
-            let index = match frame_index.get(&function) {
-                Some(&i) => i,
-                None => {
-                    let i = u32::try_from(out.frames.len()).unwrap_or(u32::MAX);
-                    out.frames.push(dictionary.function(conn, function)?);
-                    frame_index.insert(function, i);
-                    i
-                }
-            };
-            frames.push(index);
-        }
-        out.stacks.push((frames, count));
-    }
+    resolve_stacks(
+        conn,
+        dictionary,
+        &by_stack.into_sorted(),
+        known_functions,
+        &mut out,
+    )?;
     Ok(out)
+}
+
+/// Adds `stacks` (id, count) to `out`, their functions as indexes into `out.frames` (which
+/// gets each function on first use).
+fn resolve_stacks(
+    conn: &Connection,
+    dictionary: &Dictionary,
+    stacks: &[(i64, u64)],
+    known_functions: usize,
+    out: &mut StackCounts,
+) -> Result<(), StoreError> {
+    // Function id → index into `out.frames`.
+    let mut frame_index: IdMap<u32> = IdMap::new(known_functions);
+    out.stacks.reserve_exact(stacks.len());
+    // One read lock per chunk rather than one per stack and function (a lock, a hash lookup
+    // and an `Arc` clone per stack cost more than the rest of the query), and short enough
+    // not to hold up the writer publishing entries.
+    for chunk in stacks.chunks(4096) {
+        // Stacks not in memory yet (committed after the dictionary was published) are loaded
+        // from this snapshot first, with the read lock released.
+        let mut entries = dictionary.read();
+        let functions_of = match stacks_in_memory(&entries, chunk) {
+            Ok(functions_of) => functions_of,
+            Err(missing) => {
+                drop(entries);
+                for id in missing {
+                    dictionary.stack(conn, id)?;
+                }
+                entries = dictionary.read();
+                // Entries are never removed: every stack is in memory now.
+                stacks_in_memory(&entries, chunk).map_err(|_| StoreError::Corrupt {
+                    what: "sample refers to a missing stack",
+                })?
+            }
+        };
+        // Frames not in memory yet: (index into `out.frames`, function id), filled in below.
+        let mut missing_functions = Vec::new();
+        for (&(_, count), functions) in chunk.iter().zip(functions_of) {
+            let mut frames = Vec::with_capacity(functions.len());
+            for &function in functions {
+                let function = i64::from(function);
+                let index = match frame_index.get(function) {
+                    Some(i) => i,
+                    None => {
+                        let i = u32::try_from(out.frames.len()).unwrap_or(u32::MAX);
+                        let frame = match entries.functions.get(&function) {
+                            Some(frame) => frame.clone(),
+                            None => {
+                                missing_functions.push((out.frames.len(), function));
+                                Frame {
+                                    name: String::new(),
+                                    kernel: false,
+                                }
+                            }
+                        };
+                        out.frames.push(frame);
+                        *frame_index.entry(function, i) = i;
+                        i
+                    }
+                };
+                frames.push(index);
+            }
+            out.stacks.push((frames, count));
+        }
+        drop(entries);
+        for (index, function) in missing_functions {
+            out.frames[index] = dictionary.function(conn, function)?;
+        }
+    }
+    Ok(())
+}
+
+/// The functions of each stack of `chunk` from memory, else the ids of those not in memory
+/// (committed after the dictionary was published).
+fn stacks_in_memory<'a>(
+    entries: &'a Entries,
+    chunk: &[(i64, u64)],
+) -> Result<Vec<&'a [u32]>, Vec<i64>> {
+    let mut missing = Vec::new();
+    let functions_of = chunk
+        .iter()
+        .map(|&(id, _)| match entries.stacks.get(&id) {
+            Some(functions) => &functions[..],
+            None => {
+                missing.push(id);
+                &[]
+            }
+        })
+        .collect();
+    if missing.is_empty() {
+        Ok(functions_of)
+    } else {
+        Err(missing)
+    }
 }
 
 /// Trace search.

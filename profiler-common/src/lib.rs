@@ -26,10 +26,12 @@ pub const MAP_PID_FILTER: &str = "PID_FILTER";
 /// Per-CPU counters indexed by [`Stat`].
 pub const MAP_STATS: &str = "STATS";
 
-/// Capacity of each counts map: distinct (pid, tid, comm, stacks) keys per drain interval.
+/// Capacity of each counts map in the object: distinct (pid, tid, comm, stacks) keys per drain
+/// interval. The agent resizes it at load time to the number of CPUs and the frequency.
 pub const COUNTS_MAX_ENTRIES: u32 = 16_384;
-/// Capacity of each stack map: distinct stacks per drain interval. Entries are preallocated
-/// (kernels before 6.1 require it for perf_event programs): about 1 KiB each.
+/// Capacity of each stack map in the object: distinct stacks per drain interval; resized at load
+/// time like the counts maps. Entries are preallocated (kernels before 6.1 require it for
+/// perf_event programs): about 1 KiB each.
 pub const STACKS_MAX_ENTRIES: u32 = 8_192;
 /// Capacity of the pid filter (processes plus the threads of followed children).
 pub const PID_FILTER_MAX_ENTRIES: u32 = 16_384;

@@ -22,7 +22,7 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
 };
 use profiler_common::{
-    Config, SampleKey, StackTrace, Stat, MAP_CONFIG, MAP_COUNTS, MAP_PID_FILTER, MAP_STACKS,
+    COUNTS_MAX_ENTRIES, STACKS_MAX_ENTRIES, Config, SampleKey, StackTrace, Stat, MAP_CONFIG, MAP_COUNTS, MAP_PID_FILTER, MAP_STACKS,
     MAP_STATS, PROG_ON_CPU_SAMPLE, PROG_ON_PROCESS_EXIT, PROG_ON_PROCESS_FORK,
 };
 
@@ -137,13 +137,18 @@ impl Sampler {
         caps::require_for_ebpf().map_err(SamplerError::MissingCapabilities)?;
         raise_memlock_limit();
 
-        let mut ebpf =
-            EbpfLoader::new()
-                .load(EBPF_OBJECT)
-                .map_err(|source| SamplerError::Load {
-                    hint: load_hint(&source),
-                    source: Box::new(source),
-                })?;
+        let cpus = online_cpus().map_err(|(what, source)| SamplerError::Cpus { what, source })?;
+        let capacity = map_capacity(cpus.len(), options.frequency_hz);
+        let mut loader = EbpfLoader::new();
+        for name in MAP_COUNTS.iter().chain(&MAP_STACKS) {
+            loader.map_max_entries(name, capacity);
+        }
+        let mut ebpf = loader
+            .load(EBPF_OBJECT)
+            .map_err(|source| SamplerError::Load {
+                hint: load_hint(&source),
+                source: Box::new(source),
+            })?;
         let mut config_map: Array<MapData, Config> = take_map(&mut ebpf, MAP_CONFIG)?;
         let mut pid_filter: HashMap<MapData, u32, u8> = take_map(&mut ebpf, MAP_PID_FILTER)?;
         let counts = [
@@ -189,7 +194,7 @@ impl Sampler {
             attach_tracepoint(&mut ebpf, PROG_ON_PROCESS_FORK, "sched_process_fork")?;
             attach_tracepoint(&mut ebpf, PROG_ON_PROCESS_EXIT, "sched_process_exit")?;
         }
-        attach_perf_events(&mut ebpf, options.frequency_hz)?;
+        attach_perf_events(&mut ebpf, &cpus, options.frequency_hz)?;
 
         Ok(Sampler {
             _ebpf: ebpf,
@@ -279,7 +284,26 @@ where
     T::try_from(map).map_err(|source| SamplerError::Map { name, source })
 }
 
-fn attach_perf_events(ebpf: &mut Ebpf, frequency_hz: u64) -> Result<(), SamplerError> {
+/// Entries of each counts and stack map. A slot holds at most one drain interval (1 s) of
+/// samples, each with up to two stacks: twice that, with headroom for late drains, is plenty,
+/// and preallocated memory (about 1 KiB per stack entry) stays proportional to the machine.
+fn map_capacity(cpus: usize, frequency_hz: u64) -> u32 {
+    let per_interval = (cpus as u64).saturating_mul(frequency_hz).saturating_mul(2);
+    let wanted = per_interval.saturating_mul(2).clamp(
+        u64::from(MIN_MAP_ENTRIES),
+        u64::from(COUNTS_MAX_ENTRIES.max(STACKS_MAX_ENTRIES)) * 8,
+    );
+    u32::try_from(wanted.next_power_of_two()).unwrap_or(u32::MAX)
+}
+
+/// Smallest counts/stack map.
+const MIN_MAP_ENTRIES: u32 = 1024;
+
+fn attach_perf_events(
+    ebpf: &mut Ebpf,
+    cpus: &[u32],
+    frequency_hz: u64,
+) -> Result<(), SamplerError> {
     let program: &mut PerfEvent = ebpf
         .program_mut(PROG_ON_CPU_SAMPLE)
         .ok_or_else(|| SamplerError::Missing {
@@ -294,11 +318,10 @@ fn attach_perf_events(ebpf: &mut Ebpf, frequency_hz: u64) -> Result<(), SamplerE
         name: PROG_ON_CPU_SAMPLE,
         source,
     })?;
-    let cpus = online_cpus().map_err(|(what, source)| SamplerError::Cpus { what, source })?;
     // cpu-clock counts nanoseconds of CPU time, so a fixed period makes every sample stand for
     // exactly 1e9/frequency ns (frequency mode would let the kernel adjust the period).
     let period_ns = 1_000_000_000 / frequency_hz.max(1);
-    for cpu in cpus {
+    for &cpu in cpus {
         program
             .attach(
                 PerfEventConfig::Software(SoftwareEvent::CpuClock),
@@ -381,6 +404,14 @@ mod tests {
     const HASH: u32 = 1;
     const ARRAY: u32 = 2;
     const PERCPU_ARRAY: u32 = 6;
+
+    #[test]
+    fn maps_scale_with_cpus_and_frequency() {
+        assert_eq!(map_capacity(2, 99), 1024);
+        assert_eq!(map_capacity(2, 19), 1024);
+        assert_eq!(map_capacity(64, 99), 32_768);
+        assert_eq!(map_capacity(512, 999), 131_072, "capped");
+    }
 
     #[test]
     fn embedded_object_matches_the_shared_abi() {

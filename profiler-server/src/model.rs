@@ -48,6 +48,17 @@ impl Profile {
     }
 }
 
+/// Sorted labels from `(name, value)` pairs, for tests.
+#[cfg(test)]
+pub(crate) fn labels(pairs: &[(&str, &str)]) -> Labels {
+    let mut labels: Labels = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    labels.sort();
+    labels
+}
+
 /// Builds a [`Profile`] from decoded samples, storing each frame and label set once.
 #[derive(Debug, Default)]
 pub struct ProfileBuilder {

@@ -10,14 +10,7 @@ use crate::model::Sample;
 
 const BURN3: &[u8] = include_bytes!("../../tests/data/burn3.pb.gz");
 
-fn labels(pairs: &[(&str, &str)]) -> Labels {
-    let mut labels: Labels = pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    labels.sort();
-    labels
-}
+use crate::model::labels;
 
 /// Total value per leaf function name.
 fn leaf_totals(profile: &Profile) -> HashMap<String, u64> {

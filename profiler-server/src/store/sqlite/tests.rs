@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
-use crate::model::{Frame, Labels, RedKey, Sample, SpanId, SpanKind, SpanStatus, BUCKET_NS};
+use crate::model::{Frame, RedKey, Sample, SpanId, SpanKind, SpanStatus, BUCKET_NS};
 use crate::store::{ProfileFilter, RedFilter, TimeRange, TraceFilter};
 
 const T0: i64 = 1_764_000_000_000_000_000;
@@ -28,14 +28,7 @@ impl Drop for TempDir {
     }
 }
 
-fn labels(pairs: &[(&str, &str)]) -> Labels {
-    let mut labels: Labels = pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    labels.sort();
-    labels
-}
+use crate::model::labels;
 
 /// A profile from folded lines `a;b;c count` with one label set per line group.
 /// A folded stack, its count and its labels.

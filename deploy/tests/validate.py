@@ -130,7 +130,7 @@ def check_agent(daemonset, origin, mode, expect_auth, extra_caps=()):
     )
     resources = container.get("resources", {})
     check(
-        resources.get("requests") == {"cpu": "50m", "memory": "64Mi"}
+        resources.get("requests") == {"cpu": "50m", "memory": "128Mi"}
         and resources.get("limits") == {"cpu": "500m", "memory": "256Mi"},
         f"{origin}: agent resources {resources}",
     )

@@ -332,9 +332,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn resolves_ids_and_names_of_a_pod_container() {
-        let node = Node::new("names");
+    /// A node where pid 42 runs container `app` of pod `shop/web-0` (containerd, systemd
+    /// cgroups) and pid 1 is a host process.
+    fn pod_node(label: &str) -> Node {
+        let node = Node::new(label);
         node.process(
             42,
             &format!(
@@ -344,6 +345,12 @@ mod tests {
         );
         node.process(1, "0::/init.scope\n");
         node.container("web-0", "shop", "app", UID, ID);
+        node
+    }
+
+    #[test]
+    fn resolves_ids_and_names_of_a_pod_container() {
+        let node = pod_node("names");
         let mut metadata = node.metadata();
 
         let found = metadata.for_pid(42).clone();
@@ -403,16 +410,7 @@ mod tests {
 
     #[test]
     fn labels_samples_of_containers_only() {
-        let node = Node::new("labels");
-        node.process(
-            42,
-            &format!(
-                "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{ID}.scope\n",
-                UID.replace('-', "_")
-            ),
-        );
-        node.process(1, "0::/init.scope\n");
-        node.container("web-0", "shop", "app", UID, ID);
+        let node = pod_node("labels");
         let sample = |pid| crate::profile::Sample {
             pid,
             tid: pid,

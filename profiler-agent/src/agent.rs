@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::{
     collect::Collector,
-    ebpf::{KernelStats, MappingWatcher, Sampler, SamplerError, SamplerOptions},
+    ebpf::{HttpEvents, KernelStats, MappingWatcher, Sampler, SamplerError, SamplerOptions},
     profile::Profile,
     symbolize::{SymbolizeStats, Symbolizer},
 };
@@ -106,6 +106,11 @@ impl Profiler {
             period_ns: 1_000_000_000 / options.frequency_hz.max(1),
             window_start_ns: unix_now_ns(),
         })
+    }
+
+    /// Turns the HTTP capture on (see [`Sampler::start_http_capture`]).
+    pub fn start_http_capture(&mut self) -> Result<HttpEvents, SamplerError> {
+        self.sampler.start_http_capture()
     }
 
     /// Moves what the kernel gathered since the last call into the collector: mapping events

@@ -67,6 +67,40 @@ pub struct RawSample {
     pub comm: String,
     pub user: RawStack,
     pub kernel: RawStack,
+    /// The request the thread was serving (HTTP capture), if any.
+    pub span: Option<SpanLink>,
+}
+
+/// Trace and span id of the request a sampled thread was serving.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SpanLink {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+}
+
+impl SpanLink {
+    /// The link in a sample key; `None` when the kernel wrote no context (all zero).
+    pub fn from_key(trace_id: [u8; 16], span_id: [u8; 8]) -> Option<SpanLink> {
+        (span_id != [0; 8]).then_some(SpanLink { trace_id, span_id })
+    }
+
+    /// `trace_id` and `span_id` labels, lowercase hex as in W3C `traceparent`.
+    pub fn labels(&self) -> [(String, String); 2] {
+        [
+            ("trace_id".to_string(), hex(&self.trace_id)),
+            ("span_id".to_string(), hex(&self.span_id)),
+        ]
+    }
+}
+
+/// Lowercase hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
 }
 
 /// Samples accumulated over drains, with what is needed to symbolize them later.
@@ -89,6 +123,7 @@ impl Collector {
                 comm: comm_to_string(&key.comm),
                 user: resolve_stack(key.user_stack_id, key.user_stack_error, &drained.stacks),
                 kernel: resolve_stack(key.kernel_stack_id, key.kernel_stack_error, &drained.stacks),
+                span: SpanLink::from_key(key.trace_id, key.span_id),
             };
             if let RawStack::Frames(frames) = &sample.user {
                 self.processes.observe(sample.pid, frames.iter().copied());
@@ -155,6 +190,8 @@ pub fn test_key(pid: u32, tid: u32, comm: &str, user: i64, kernel: i64) -> Sampl
         user_stack_error,
         kernel_stack_error,
         comm: bytes,
+        trace_id: [0; 16],
+        span_id: [0; 8],
     }
 }
 
@@ -189,6 +226,7 @@ mod tests {
             comm: "burn".into(),
             user: RawStack::Frames(vec![0x10, 0x20]),
             kernel: RawStack::None,
+            span: None,
         };
         assert_eq!(collector.samples[&user_only], 7);
         let losses = collector.losses();

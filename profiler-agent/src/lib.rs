@@ -5,11 +5,13 @@
 
 pub mod agent;
 pub mod caps;
+pub mod capture;
 pub mod collect;
 pub mod ebpf;
 pub mod encode;
 pub mod export;
 pub mod features;
+pub mod http_capture;
 pub mod metadata;
 pub mod process;
 pub mod profile;

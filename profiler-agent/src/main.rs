@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use profiler_agent::{
     encode::OutputFormat,
     record::{self, RecordOptions},
-    run::{self, RunOptions},
+    run::{self, HttpOptions, RunOptions},
 };
 
 /// eBPF CPU profiler agent: samples stacks of every CPU in the kernel, symbolizes them on the node
@@ -85,6 +85,28 @@ struct RunArgs {
     /// Do not add processes started by the --pid ones.
     #[arg(long)]
     no_children: bool,
+
+    /// Do not capture HTTP requests (no spans, no RED metrics, no span labels on samples).
+    #[arg(long)]
+    no_http: bool,
+
+    /// OTLP/gRPC receiver for spans and RED metrics (http:// only). Default: the --server
+    /// host on port 4317 (the profiler server's OTLP port); any OpenTelemetry Collector works.
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+
+    /// Seconds between two exports of the RED histograms (delta temporality).
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
+    metrics_interval: Duration,
+
+    /// Most distinct attribute sets (routes x methods x statuses) per service and metric; the
+    /// rest is counted in one series marked `otel.metric.overflow=true`.
+    #[arg(long, value_name = "N", default_value_t = 500)]
+    max_series_per_service: usize,
+
+    /// Most spans waiting for the OTLP receiver; the oldest are dropped (and counted) past it.
+    #[arg(long, value_name = "N", default_value_t = 65_536)]
+    max_queued_spans: usize,
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
@@ -141,6 +163,12 @@ struct RecordArgs {
     #[arg(short, long)]
     quiet: bool,
 
+    /// Also capture the HTTP/1.x requests the recorded processes serve and send (every process
+    /// with --all) and write them to FILE as JSON lines, one span per line. Samples taken
+    /// while a thread serves a request then carry `trace_id` and `span_id` labels.
+    #[arg(long, value_name = "FILE")]
+    spans: Option<PathBuf>,
+
     /// The command to start and profile, after `--`.
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -174,6 +202,7 @@ fn main() -> ExitCode {
             format: args.format,
             follow_children: !args.no_children,
             quiet: args.quiet,
+            spans: args.spans,
         }),
         Commands::Run(args) => run::run(RunOptions {
             server: args.server,
@@ -185,6 +214,12 @@ fn main() -> ExitCode {
             labels: args.labels,
             max_queue_bytes: args.max_queue_bytes,
             follow_children: !args.no_children,
+            http: (!args.no_http).then_some(HttpOptions {
+                otlp_endpoint: args.otlp_endpoint,
+                metrics_interval: args.metrics_interval,
+                max_series_per_service: args.max_series_per_service,
+                max_queued_spans: args.max_queued_spans,
+            }),
         })
         .map(|()| 0),
     };

@@ -20,6 +20,7 @@ use crate::{
     collect::StackLoss,
     ebpf::{KernelStats, SamplerOptions},
     encode::{self, OutputFormat},
+    http_capture::{CaptureSinks, HttpCapture},
     metadata::Metadata,
     signals,
 };
@@ -39,6 +40,9 @@ pub struct RecordOptions {
     pub format: Option<OutputFormat>,
     pub follow_children: bool,
     pub quiet: bool,
+    /// Capture HTTP requests and write them here as JSON lines (samples then carry the span
+    /// they were taken in).
+    pub spans: Option<PathBuf>,
 }
 
 /// What the recording is limited to.
@@ -93,13 +97,21 @@ pub fn run(options: RecordOptions) -> Result<u8> {
         frequency_hz: options.frequency_hz,
         pids: sampler_pids,
         follow_children: options.follow_children,
+    })
+    .context("cannot start the CPU sampler")
+    .and_then(|mut profiler| {
+        let capture = match &options.spans {
+            Some(path) => Some(start_capture(&mut profiler, path)?),
+            None => None,
+        };
+        Ok((profiler, capture))
     });
-    let (mut profiler, mut target) = match (started, launcher) {
-        // The command starts only once the sampler watches its pid.
-        (Ok(profiler), Some(held)) => (profiler, Target::Command(held.release()?)),
+    let ((mut profiler, capture), mut target) = match (started, launcher) {
+        // The command starts only once the sampler (and the capture) watch its pid.
+        (Ok(started), Some(held)) => (started, Target::Command(held.release()?)),
         (Err(error), Some(held)) => {
             held.abort();
-            return Err(error).context("cannot start the CPU sampler");
+            return Err(error);
         }
         (started, None) => {
             let target = if options.all {
@@ -107,7 +119,7 @@ pub fn run(options: RecordOptions) -> Result<u8> {
             } else {
                 Target::Pids(options.pids.clone())
             };
-            (started.context("cannot start the CPU sampler")?, target)
+            (started?, target)
         }
     };
 
@@ -154,6 +166,21 @@ pub fn run(options: RecordOptions) -> Result<u8> {
     let elapsed = start.elapsed();
     let kernel = profiler.kernel_stats()?;
     progress.finish();
+    if let Some(capture) = capture {
+        let counters = capture.counters.clone();
+        capture.stop()?;
+        eprintln!(
+            "http: {}; kernel: {} requests, {} responses, {} traceparents, {} records lost, \
+             {} connections not followed (map full), {} unrecognized writes/reads",
+            counters.describe(),
+            kernel.get(Stat::HttpRequests),
+            kernel.get(Stat::HttpResponses),
+            kernel.get(Stat::HttpTraceparents),
+            kernel.get(Stat::HttpEventsLost),
+            kernel.get(Stat::HttpConnsFull),
+            kernel.get(Stat::HttpUnrecognized),
+        );
+    }
     if let Target::Command(child) = &mut target {
         if command_status.is_none() {
             // Interrupted or out of time while the command still runs: end it as perf does.
@@ -220,6 +247,24 @@ pub fn run(options: RecordOptions) -> Result<u8> {
     }
     eprintln!("wrote {} ({})", options.output.display(), format.as_str());
     Ok(command_status.map_or(0, shell_exit_code))
+}
+
+/// Turns the HTTP capture on, writing spans to `path`.
+fn start_capture(profiler: &mut Profiler, path: &Path) -> Result<HttpCapture> {
+    let events = profiler
+        .start_http_capture()
+        .context("cannot start the HTTP capture")?;
+    HttpCapture::start(
+        events,
+        CaptureSinks {
+            otlp: None,
+            spans_file: Some(path.to_path_buf()),
+            // RED metrics only go out over OTLP (`run`).
+            metrics_interval: Duration::MAX,
+            max_series_per_service: 0,
+            service_name: None,
+        },
+    )
 }
 
 /// The exit code a shell reports for `status`.

@@ -10,12 +10,17 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+use profiler_common::Stat;
 
 use crate::{
     agent::{check_frequency, check_pids, Profiler},
     ebpf::SamplerOptions,
     encode::pprof,
-    export::http::{ServerUrl, Upload, Uploader},
+    export::{
+        http::{ServerUrl, Upload, Uploader},
+        otlp::{OtlpExporter, OtlpOptions},
+    },
+    http_capture::{CaptureSinks, HttpCapture},
     metadata::Metadata,
     signals,
 };
@@ -37,7 +42,22 @@ pub struct RunOptions {
     pub labels: Vec<(String, String)>,
     pub max_queue_bytes: usize,
     pub follow_children: bool,
+    /// HTTP capture settings; `None` turns the capture off.
+    pub http: Option<HttpOptions>,
 }
+
+/// What `run` does with the HTTP capture.
+#[derive(Clone, Debug)]
+pub struct HttpOptions {
+    /// OTLP/gRPC receiver; `None`: the server's host on port 4317.
+    pub otlp_endpoint: Option<String>,
+    pub metrics_interval: Duration,
+    pub max_series_per_service: usize,
+    pub max_queued_spans: usize,
+}
+
+/// The profiler server's OTLP/gRPC port.
+const SERVER_OTLP_PORT: u16 = 4317;
 
 pub fn run(options: RunOptions) -> Result<()> {
     let url = ServerUrl::parse(&options.server)?;
@@ -54,6 +74,10 @@ pub fn run(options: RunOptions) -> Result<()> {
         follow_children: options.follow_children,
     })
     .context("cannot start the CPU sampler")?;
+    let capture = match &options.http {
+        Some(http) => start_capture(&mut profiler, http, &url, &options),
+        None => None,
+    };
     let uploader = Uploader::start(url, options.auth_token.clone(), options.max_queue_bytes);
     let mut metadata = Metadata::new();
     let mut labels = options.labels.clone();
@@ -90,6 +114,9 @@ pub fn run(options: RunOptions) -> Result<()> {
         }
         if Instant::now() >= next_status || stopping {
             log_status(&profiler, &uploader, uploaded_samples);
+            if let Some(capture) = &capture {
+                log_capture_status(&profiler, capture);
+            }
             next_status += STATUS_INTERVAL;
         }
         if stopping {
@@ -97,6 +124,11 @@ pub fn run(options: RunOptions) -> Result<()> {
         }
     }
     eprintln!("stopping: sending what is queued (up to 5 s)");
+    if let Some(capture) = capture {
+        if let Err(error) = capture.stop() {
+            eprintln!("warning: the HTTP capture did not stop cleanly: {error:#}");
+        }
+    }
     let (sent, unsent) = uploader.shutdown(Duration::from_secs(5));
     eprintln!("stopped: {sent} profiles sent, {unsent} left unsent");
     Ok(())
@@ -152,7 +184,7 @@ fn queue_profiles(
 fn log_status(profiler: &Profiler, uploader: &Uploader, uploaded_samples: u64) {
     let stats = uploader.stats();
     let kernel = profiler.kernel_stats().ok();
-    let lost = kernel.map_or(0, |k| k.get(profiler_common::Stat::CountsMapFull));
+    let lost = kernel.map_or(0, |k| k.get(Stat::CountsMapFull));
     eprintln!(
         "status: {uploaded_samples} samples profiled, {lost} lost in the kernel; profiles sent {}, \
          failed attempts {}, dropped (queue full) {}, dropped (rejected) {}, queued {} ({} bytes)",
@@ -162,6 +194,59 @@ fn log_status(profiler: &Profiler, uploader: &Uploader, uploaded_samples: u64) {
         stats.dropped_rejected.load(Ordering::Relaxed),
         uploader.queued(),
         stats.queued_bytes.load(Ordering::Relaxed),
+    );
+}
+
+/// Starts the HTTP capture with its OTLP exporter. A failure turns the capture off with a
+/// message; profiling goes on (the agent runs with what works).
+fn start_capture(
+    profiler: &mut Profiler,
+    http: &HttpOptions,
+    server: &ServerUrl,
+    options: &RunOptions,
+) -> Option<HttpCapture> {
+    let endpoint = http
+        .otlp_endpoint
+        .clone()
+        .unwrap_or_else(|| format!("http://{}:{SERVER_OTLP_PORT}", server.host_for_url()));
+    let started = (|| -> Result<HttpCapture> {
+        let mut otlp = OtlpOptions::new(endpoint.clone());
+        otlp.auth_token = options.auth_token.clone();
+        otlp.max_queued_spans = http.max_queued_spans;
+        let exporter = OtlpExporter::start(otlp)?;
+        let events = profiler.start_http_capture()?;
+        HttpCapture::start(
+            events,
+            CaptureSinks {
+                otlp: Some(exporter),
+                spans_file: None,
+                metrics_interval: http.metrics_interval,
+                max_series_per_service: http.max_series_per_service,
+                service_name: options.service_name.clone(),
+            },
+        )
+    })();
+    match started {
+        Ok(capture) => {
+            eprintln!("HTTP capture on: spans and RED metrics go to {endpoint} (OTLP/gRPC)");
+            Some(capture)
+        }
+        Err(error) => {
+            eprintln!("warning: HTTP capture off: {error:#}");
+            None
+        }
+    }
+}
+
+fn log_capture_status(profiler: &Profiler, capture: &HttpCapture) {
+    let kernel = profiler.kernel_stats().unwrap_or_default();
+    eprintln!(
+        "http: {}; kernel: {} records lost (ring buffer full), {} connections not followed \
+         (map full), {} syscalls not inspected (argument map full)",
+        capture.counters.describe(),
+        kernel.get(Stat::HttpEventsLost),
+        kernel.get(Stat::HttpConnsFull),
+        kernel.get(Stat::HttpArgsFull),
     );
 }
 

@@ -143,7 +143,9 @@ impl Symbolizer {
                 comm: sample.comm.clone(),
                 stack,
                 count,
-                labels: Vec::new(),
+                labels: sample
+                    .span
+                    .map_or_else(Vec::new, |span| span.labels().to_vec()),
             });
         }
         let mut profile = builder.finish();

@@ -13,6 +13,63 @@ pub const PROG_ON_PROCESS_FORK: &str = "on_process_fork";
 /// Tracepoint `sched:sched_process_exit`: removes exited non-leader threads from the filter.
 pub const PROG_ON_PROCESS_EXIT: &str = "on_process_exit";
 
+/// HTTP capture: the syscall tracepoints each program is attached to, by program name. Every
+/// `sys_enter_*` data program saves its arguments for the matching `sys_exit_*` program, which
+/// sees how many bytes moved and inspects them.
+pub const HTTP_PROGRAMS: [(&str, &[&str]); 7] = [
+    // read/recvfrom/write/sendto(fd, buf, len, ...): one buffer.
+    (
+        "on_data_enter",
+        &[
+            "sys_enter_read",
+            "sys_enter_recvfrom",
+            "sys_enter_write",
+            "sys_enter_sendto",
+        ],
+    ),
+    // readv/writev(fd, iov, iovcnt): the first iovec.
+    (
+        "on_data_enter_iov",
+        &["sys_enter_readv", "sys_enter_writev"],
+    ),
+    // recvmsg/sendmsg(fd, msg, flags): the first iovec of the message.
+    (
+        "on_data_enter_msg",
+        &["sys_enter_recvmsg", "sys_enter_sendmsg"],
+    ),
+    // sendfile(out_fd, in_fd, ...): response bytes without a user buffer.
+    ("on_sendfile_enter", &["sys_enter_sendfile64"]),
+    (
+        "on_read_exit",
+        &[
+            "sys_exit_read",
+            "sys_exit_readv",
+            "sys_exit_recvfrom",
+            "sys_exit_recvmsg",
+        ],
+    ),
+    (
+        "on_write_exit",
+        &[
+            "sys_exit_write",
+            "sys_exit_writev",
+            "sys_exit_sendto",
+            "sys_exit_sendmsg",
+            "sys_exit_sendfile64",
+        ],
+    ),
+    // A new connection on an fd, or its end: accept/accept4 return it, connect and close take it.
+    (
+        "on_connection_change",
+        &[
+            "sys_exit_accept",
+            "sys_exit_accept4",
+            "sys_enter_connect",
+            "sys_enter_close",
+        ],
+    ),
+];
+
 /// Sample counts, `SampleKey` → `u64`, one map per slot (see [`Config::active_slot`]).
 pub const MAP_COUNTS: [&str; 2] = ["COUNTS_0", "COUNTS_1"];
 /// Stack traces referenced by the counts of the same slot: stack id → [`StackTrace`].
@@ -25,6 +82,15 @@ pub const MAP_CONFIG: &str = "CONFIG";
 pub const MAP_PID_FILTER: &str = "PID_FILTER";
 /// Per-CPU counters indexed by [`Stat`].
 pub const MAP_STATS: &str = "STATS";
+/// Trace context of the request each thread is serving: `pid_tgid` (u64: pid << 32 | tid) →
+/// [`TraceCtx`]. The name and layout are OBI's `traces_ctx_v1`, so other tools can read it. The
+/// HTTP capture writes it when a server thread reads a request and removes it when the thread
+/// writes the response; the sampler copies it into [`SampleKey`].
+pub const MAP_TRACES_CTX: &str = "traces_ctx_v1";
+/// HTTP connections followed by the capture: [`ConnKey`] → [`HttpExchange`] (LRU).
+pub const MAP_HTTP_CONNS: &str = "HTTP_CONNS";
+/// Ring buffer of [`HttpExchange`] records (a header, then `request_len` request bytes).
+pub const MAP_HTTP_EVENTS: &str = "HTTP_EVENTS";
 
 /// Capacity of each counts map in the object: distinct (pid, tid, comm, stacks) keys per drain
 /// interval. The agent resizes it at load time to the number of CPUs and the frequency.
@@ -39,6 +105,20 @@ pub const PID_FILTER_MAX_ENTRIES: u32 = 16_384;
 pub const MAX_STACK_DEPTH: usize = 127;
 /// Length of a task's `comm`, including the terminating NUL (`TASK_COMM_LEN`).
 pub const COMM_LEN: usize = 16;
+/// Threads with a trace context at a time (OBI's size for `traces_ctx_v1`).
+pub const TRACES_CTX_MAX_ENTRIES: u32 = 1 << 14;
+/// HTTP connections followed at a time (least recently used ones are evicted beyond it); the
+/// agent may resize it at load time.
+pub const HTTP_CONNS_MAX_ENTRIES: u32 = 8192;
+/// Threads inside a read/write syscall at a time whose arguments are kept until the exit.
+pub const SYSCALL_ARGS_MAX_ENTRIES: u32 = 16_384;
+/// Bytes of the HTTP event ring buffer (a power of two, multiple of the page size).
+pub const HTTP_EVENTS_BYTES: u32 = 4 << 20;
+/// Bytes of a request the capture always has room to keep: appends stop once this many are
+/// held, so up to `2 * REQUEST_CAPTURE_BYTES - 1` bytes end up in [`HttpExchange::request`].
+pub const REQUEST_CAPTURE_BYTES: usize = 512;
+/// Bytes of the response's first write kept (the status line).
+pub const RESPONSE_CAPTURE_BYTES: usize = 32;
 
 /// Why a sample has no stack id (the `*_stack_error` fields of [`SampleKey`]); the sample is
 /// still counted, so losses stay visible.
@@ -70,6 +150,127 @@ pub struct SampleKey {
     pub kernel_stack_error: i32,
     /// The thread's `comm`, NUL-padded.
     pub comm: [u8; COMM_LEN],
+    /// Trace and span the thread was serving when sampled (see [`MAP_TRACES_CTX`]); all zero
+    /// when none.
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+}
+
+/// Value of [`MAP_TRACES_CTX`] (OBI's `obi_ctx_info_t`). 24 bytes, no padding.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TraceCtx {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+}
+
+/// A socket of one process: key of [`MAP_HTTP_CONNS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    /// Process id (Linux tgid).
+    pub pid: u32,
+    pub fd: u32,
+}
+
+/// Values of [`HttpExchange::kind`].
+pub mod http_event {
+    /// The first bytes of a response moved: the record holds the request prefix, the status
+    /// line prefix and the timings so far.
+    pub const EXCHANGE: u32 = 1;
+    /// More bytes of the same response moved: `response_end_ns` and `response_bytes` grew. The
+    /// record is the header only (`request_len` bytes are not sent).
+    pub const MORE: u32 = 2;
+    /// The process closed the connection (header only). An exchange still waiting for its
+    /// response comes with [`super::http_flags::NO_RESPONSE`].
+    pub const CLOSE: u32 = 3;
+}
+
+/// Values of [`HttpExchange::role`].
+pub mod http_role {
+    /// The process read the request and wrote the response.
+    pub const SERVER: u32 = 1;
+    /// The process wrote the request and read the response.
+    pub const CLIENT: u32 = 2;
+}
+
+/// Bits of [`HttpExchange::flags`].
+pub mod http_flags {
+    /// This response answers the `pipeline_index`-th request of the bytes read at
+    /// `request_start_ns` (pipelining): the request prefix is not repeated.
+    pub const PIPELINED: u32 = 1;
+    /// More request bytes arrived than the prefix holds.
+    pub const REQUEST_TRUNCATED: u32 = 2;
+    /// The connection closed before any response to the current request.
+    pub const NO_RESPONSE: u32 = 4;
+    /// The trace context came from the request's `traceparent` header.
+    pub const TRACEPARENT: u32 = 8;
+}
+
+/// Values of [`HttpExchange::phase`] (kernel bookkeeping; user space may ignore it).
+pub mod http_phase {
+    /// Request bytes are moving; no response yet.
+    pub const REQUEST: u32 = 1;
+    /// The response has started.
+    pub const RESPONSE: u32 = 2;
+}
+
+/// One request/response exchange on a connection: the value of [`MAP_HTTP_CONNS`] and, cut
+/// after `request_len` request bytes, the record of [`MAP_HTTP_EVENTS`]. Times are
+/// `CLOCK_MONOTONIC` nanoseconds (`bpf_ktime_get_ns`).
+///
+/// "Duration" = `response_end_ns - request_start_ns`: from the return of the syscall that read
+/// the first request byte (server) or the entry of the one that wrote it (client) to the return
+/// of the last syscall that moved response bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpExchange {
+    /// [`http_event`] kind of the record.
+    pub kind: u32,
+    /// [`http_role`] of the process on this connection.
+    pub role: u32,
+    /// Process id (Linux tgid).
+    pub pid: u32,
+    /// Thread that moved the first request bytes.
+    pub tid: u32,
+    pub fd: u32,
+    /// [`http_flags`] bits.
+    pub flags: u32,
+    /// [`http_phase`] of the exchange.
+    pub phase: u32,
+    /// Exchanges started on this connection before this one.
+    pub seq: u32,
+    /// Index among the pipelined requests of one read (0 unless [`http_flags::PIPELINED`]).
+    pub pipeline_index: u32,
+    /// Bytes of `request` that are valid.
+    pub request_len: u32,
+    /// Bytes of `response` that are valid.
+    pub response_len: u32,
+    pub _pad: u32,
+    /// When the capture started following this connection: with `pid` and `fd`, identifies it.
+    pub conn_start_ns: u64,
+    pub request_start_ns: u64,
+    pub response_start_ns: u64,
+    pub response_end_ns: u64,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    /// The caller's span (from `traceparent`, or the server span of the client's thread); all
+    /// zero when none.
+    pub parent_span_id: [u8; 8],
+    /// `comm` of the thread that moved the first request bytes (names the service when the
+    /// process is gone before user space looks).
+    pub comm: [u8; COMM_LEN],
+    /// The first bytes of the response.
+    pub response: [u8; RESPONSE_CAPTURE_BYTES],
+    /// The first bytes of the request (see [`REQUEST_CAPTURE_BYTES`]).
+    pub request: [u8; 2 * REQUEST_CAPTURE_BYTES],
+}
+
+impl HttpExchange {
+    /// Bytes of the record before `request`: what MORE and CLOSE records carry.
+    pub const HEADER_BYTES: usize = 12 * 4 + 6 * 8 + 32 + COMM_LEN + RESPONSE_CAPTURE_BYTES;
 }
 
 /// A captured stack: `len` instruction pointers, innermost first; the rest of `frames` is zero.
@@ -98,6 +299,10 @@ pub struct Config {
     /// Byte offset of `child_pid` in the `sched_process_fork` tracepoint record, read by the
     /// agent from tracefs (`events/sched/sched_process_fork/format`).
     pub fork_child_pid_offset: u32,
+    /// 1: the HTTP capture programs are attached and follow connections.
+    pub http_enabled: u32,
+    /// The agent's own pid: the capture ignores its traffic (it would trace its own uploads).
+    pub agent_pid: u32,
 }
 
 /// Indices into [`MAP_STATS`]: what the kernel counted, summed over CPUs by the agent.
@@ -130,11 +335,28 @@ pub enum Stat {
     PidFilterFull,
     /// Samples skipped because the config map could not be read (never expected).
     ConfigMissing,
+    /// Samples taken while the thread served a traced request.
+    SamplesInSpan,
+    /// HTTP requests whose first bytes were seen (server and client).
+    HttpRequests,
+    /// HTTP responses whose first bytes were seen.
+    HttpResponses,
+    /// Requests that carried a valid `traceparent`.
+    HttpTraceparents,
+    /// Records lost because the ring buffer was full.
+    HttpEventsLost,
+    /// Connections not followed because the connection map refused an entry.
+    HttpConnsFull,
+    /// Syscalls not inspected because the argument map was full.
+    HttpArgsFull,
+    /// Bytes on a followed connection that neither continue nor start a request or response
+    /// (binary data after an HTTP exchange, an upgrade, garbage).
+    HttpUnrecognized,
 }
 
 impl Stat {
     /// Number of counters in [`MAP_STATS`].
-    pub const COUNT: u32 = Stat::ConfigMissing as u32 + 1;
+    pub const COUNT: u32 = Stat::HttpUnrecognized as u32 + 1;
 }
 
 #[cfg(feature = "user")]
@@ -146,6 +368,12 @@ mod pod {
     unsafe impl aya::Pod for super::Config {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::StackTrace {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TraceCtx {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ConnKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::HttpExchange {}
 }
 
 #[cfg(test)]
@@ -155,8 +383,21 @@ mod tests {
 
     #[test]
     fn abi_types_have_no_padding() {
-        assert_eq!(size_of::<SampleKey>(), 4 + 4 + 8 + 8 + 4 + 4 + COMM_LEN);
-        assert_eq!(size_of::<Config>(), 4 * 4);
+        assert_eq!(
+            size_of::<SampleKey>(),
+            4 + 4 + 8 + 8 + 4 + 4 + COMM_LEN + 16 + 8
+        );
+        assert_eq!(size_of::<Config>(), 6 * 4);
+        assert_eq!(size_of::<TraceCtx>(), 24);
+        assert_eq!(size_of::<ConnKey>(), 8);
+        assert_eq!(
+            size_of::<HttpExchange>(),
+            HttpExchange::HEADER_BYTES + 2 * REQUEST_CAPTURE_BYTES
+        );
+        assert_eq!(
+            core::mem::offset_of!(HttpExchange, request),
+            HttpExchange::HEADER_BYTES
+        );
         assert_eq!(size_of::<StackTrace>(), 8 * (1 + MAX_STACK_DEPTH));
     }
 }

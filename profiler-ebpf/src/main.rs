@@ -7,6 +7,8 @@
 #![no_std]
 #![no_main]
 
+mod http;
+
 use aya_ebpf::{
     bindings::BPF_F_USER_STACK,
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_get_stack},
@@ -177,7 +179,7 @@ fn try_on_cpu_sample(ctx: &PerfEventContext) {
 
     let (user_stack_id, user_stack_error) = capture_stack(ctx, stacks, &USER_STACK);
     let (kernel_stack_id, kernel_stack_error) = capture_stack(ctx, stacks, &KERNEL_STACK);
-    let key = SampleKey {
+    let mut key = SampleKey {
         pid,
         tid,
         user_stack_id,
@@ -185,7 +187,18 @@ fn try_on_cpu_sample(ctx: &PerfEventContext) {
         user_stack_error,
         kernel_stack_error,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        trace_id: [0; 16],
+        span_id: [0; 8],
     };
+    if config.http_enabled != 0 {
+        if let Some(ctx) = http::TRACES_CTX.get_ptr(pid_tgid) {
+            // SAFETY: a live entry of the LRU map, copied out at once.
+            let ctx = unsafe { *ctx };
+            key.trace_id = ctx.trace_id;
+            key.span_id = ctx.span_id;
+            count(Stat::SamplesInSpan);
+        }
+    }
 
     // The key holds the thread id and a thread runs on one CPU at a time, so no other program
     // updates this entry concurrently: a plain increment is enough.

@@ -5,9 +5,11 @@
 //! programs already running on the old slot to finish, read and clear the old slot. The sampler
 //! keeps counting into the new slot meanwhile, so no sample is lost to the drain.
 
+mod http_events;
 mod mapping_events;
 mod tracefs;
 
+pub use http_events::{HttpEvents, HttpRecord};
 pub use mapping_events::{MappingEvent, MappingWatcher};
 
 use std::{collections::HashMap as StdHashMap, thread, time::Duration};
@@ -59,6 +61,13 @@ pub enum SamplerError {
     #[error("eBPF program `{name}`: {source}")]
     Program {
         name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("attaching eBPF program `{name}` to tracepoint {tracepoint} failed: {source}")]
+    Attach {
+        name: &'static str,
+        tracepoint: String,
         #[source]
         source: ProgramError,
     },
@@ -120,7 +129,7 @@ impl KernelStats {
 /// The loaded and attached sampler.
 pub struct Sampler {
     // Owns the programs and their perf-event links: dropping it detaches everything.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     config_map: Array<MapData, Config>,
     config: Config,
     pid_filter: HashMap<MapData, u32, u8>,
@@ -167,6 +176,8 @@ impl Sampler {
             filter_pids: u32::from(options.pids.is_some()),
             follow_children: 0,
             fork_child_pid_offset: 0,
+            http_enabled: 0,
+            agent_pid: std::process::id(),
         };
         if let Some(pids) = &options.pids {
             for pid in pids {
@@ -198,7 +209,7 @@ impl Sampler {
         attach_perf_events(&mut ebpf, &cpus, options.frequency_hz)?;
 
         Ok(Sampler {
-            _ebpf: ebpf,
+            ebpf,
             config_map,
             config,
             pid_filter,
@@ -206,6 +217,25 @@ impl Sampler {
             stacks,
             stats,
         })
+    }
+
+    /// Attaches the HTTP capture's programs (syscall tracepoints) and turns the capture on; the
+    /// sampler then labels samples with the request their thread serves. Call once.
+    pub fn start_http_capture(&mut self) -> Result<HttpEvents, SamplerError> {
+        tracefs::ensure_mounted()?;
+        let events = http_events::attach(&mut self.ebpf)?;
+        self.config.http_enabled = 1;
+        self.write_config()?;
+        Ok(events)
+    }
+
+    fn write_config(&mut self) -> Result<(), SamplerError> {
+        self.config_map
+            .set(0, self.config, 0)
+            .map_err(|source| SamplerError::Map {
+                name: MAP_CONFIG,
+                source,
+            })
     }
 
     /// Adds a process to the pid filter.
@@ -222,12 +252,7 @@ impl Sampler {
     pub fn drain(&mut self) -> Result<Drained, SamplerError> {
         let drained_slot = self.config.active_slot as usize;
         self.config.active_slot ^= 1;
-        self.config_map
-            .set(0, self.config, 0)
-            .map_err(|source| SamplerError::Map {
-                name: MAP_CONFIG,
-                source,
-            })?;
+        self.write_config()?;
         thread::sleep(SLOT_FLIP_GRACE);
 
         let mut drained = Drained::default();

@@ -11,6 +11,7 @@
 mod error;
 pub mod folded;
 pub mod pprof;
+pub mod spans_json;
 pub mod svg;
 
 use std::fmt;

@@ -38,6 +38,15 @@ pub struct ServerUrl {
 }
 
 impl ServerUrl {
+    /// The host as it appears in a URL: IPv6 addresses in brackets.
+    pub fn host_for_url(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        }
+    }
+
     pub fn parse(url: &str) -> Result<ServerUrl, UrlError> {
         let unsupported = |reason| UrlError::Unsupported {
             url: url.to_string(),

@@ -1,0 +1,391 @@
+//! The HTTP capture's thread: reads the kernel's exchange records, assembles spans
+//! ([`crate::capture::assemble`]), aggregates RED histograms ([`crate::capture::red`]) and hands
+//! both to their sinks: the OTLP exporter (`run`) and/or a JSON-lines file (`record --spans`).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fs::File,
+    io::{BufWriter, Write},
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+
+use crate::{
+    agent::{process_exists, unix_now_ns},
+    capture::{
+        assemble::{Assembler, Clock, ExchangeRecord},
+        red::{DurationMetric, RedAggregator},
+        span::{AttrValue, Attribute, Resource, Span, SpanKind},
+    },
+    ebpf::{HttpEvents, HttpRecord},
+    encode::spans_json,
+    export::otlp::OtlpExporter,
+    metadata::Metadata,
+};
+
+/// How often the ring buffer is read. Records are submitted without waking the reader, so this
+/// bounds how late a record is seen; the 4 MiB ring holds several thousand records meanwhile.
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// How often waiting spans are checked for idleness.
+const IDLE_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+/// How often the clock offset between monotonic and Unix time is re-read (NTP slews it).
+const CLOCK_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What the capture does with what it finds.
+pub struct CaptureSinks {
+    /// Spans and RED metrics over OTLP.
+    pub otlp: Option<OtlpExporter>,
+    /// Spans as JSON lines.
+    pub spans_file: Option<PathBuf>,
+    /// Every RED metric interval the histograms are sent to `otlp` (`Duration::MAX`: never).
+    pub metrics_interval: Duration,
+    /// Most distinct attribute sets per service and metric before the overflow series.
+    pub max_series_per_service: usize,
+    /// `service.name` for every process, instead of each process's name.
+    pub service_name: Option<String>,
+}
+
+/// Counters of the capture thread, readable while it runs.
+#[derive(Debug, Default)]
+pub struct CaptureCounters {
+    pub records: AtomicU64,
+    pub spans: AtomicU64,
+    pub server_spans: AtomicU64,
+    pub client_spans: AtomicU64,
+    /// Exchanges without a span, by reason (see `Unparsed::label`).
+    pub unparsed: Mutex<BTreeMap<String, u64>>,
+    pub orphan_records: AtomicU64,
+    pub malformed_records: AtomicU64,
+    /// Spans the JSON-lines file could not take (write errors).
+    pub file_errors: AtomicU64,
+}
+
+impl CaptureCounters {
+    /// One line for logs and summaries.
+    pub fn describe(&self) -> String {
+        let unparsed = self
+            .unparsed
+            .lock()
+            .map(|u| {
+                if u.is_empty() {
+                    "none".to_string()
+                } else {
+                    u.iter()
+                        .map(|(reason, n)| format!("{reason} {n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            })
+            .unwrap_or_default();
+        format!(
+            "{} spans ({} server, {} client) from {} kernel records; without span: {unparsed}; \
+             orphan records {}, malformed records {}",
+            self.spans.load(Ordering::Relaxed),
+            self.server_spans.load(Ordering::Relaxed),
+            self.client_spans.load(Ordering::Relaxed),
+            self.records.load(Ordering::Relaxed),
+            self.orphan_records.load(Ordering::Relaxed),
+            self.malformed_records.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The running capture thread.
+pub struct HttpCapture {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<()>>>,
+    pub counters: Arc<CaptureCounters>,
+}
+
+impl HttpCapture {
+    /// Starts the thread. The spans file is created before this returns, so a bad path fails
+    /// early.
+    pub fn start(events: HttpEvents, sinks: CaptureSinks) -> Result<HttpCapture> {
+        let file = match &sinks.spans_file {
+            Some(path) => {
+                Some(BufWriter::new(File::create(path).with_context(|| {
+                    format!("cannot create spans file {}", path.display())
+                })?))
+            }
+            None => None,
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(CaptureCounters::default());
+        let worker = Worker {
+            events,
+            assembler: Assembler::default(),
+            red: RedAggregator::new(sinks.max_series_per_service),
+            resources: Resources::new(sinks.service_name.clone()),
+            file,
+            sinks,
+            counters: counters.clone(),
+        };
+        let thread = thread::Builder::new()
+            .name("http-capture".to_string())
+            .spawn({
+                let stop = stop.clone();
+                move || worker.run(&stop)
+            })
+            .context("cannot start the HTTP capture thread")?;
+        Ok(HttpCapture {
+            stop,
+            thread: Some(thread),
+            counters,
+        })
+    }
+
+    /// Reads what is left, finishes every waiting span, flushes the sinks (the OTLP exporter
+    /// gets up to `timeout`) and stops.
+    pub fn stop(mut self) -> Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => anyhow::bail!("the HTTP capture thread panicked"),
+            None => Ok(()),
+        }
+    }
+}
+
+struct Worker {
+    events: HttpEvents,
+    assembler: Assembler,
+    red: RedAggregator,
+    resources: Resources,
+    file: Option<BufWriter<File>>,
+    sinks: CaptureSinks,
+    counters: Arc<CaptureCounters>,
+}
+
+impl Worker {
+    fn run(mut self, stop: &AtomicBool) -> Result<()> {
+        let mut clock = read_clock();
+        let mut clock_read_at = Instant::now();
+        let mut next_idle_check = Instant::now() + IDLE_CHECK_INTERVAL;
+        let mut next_metrics = Instant::now().checked_add(self.sinks.metrics_interval);
+        let mut records: Vec<HttpRecord> = Vec::new();
+        let mut spans: Vec<Span> = Vec::new();
+        loop {
+            let stopping = stop.load(Ordering::Relaxed);
+            if clock_read_at.elapsed() >= CLOCK_REFRESH_INTERVAL {
+                clock = read_clock();
+                clock_read_at = Instant::now();
+            }
+            records.clear();
+            self.events.read(&mut records);
+            self.counters
+                .records
+                .fetch_add(records.len() as u64, Ordering::Relaxed);
+            for record in &records {
+                let record = ExchangeRecord {
+                    exchange: &record.exchange,
+                    request: &record.request,
+                };
+                let resources = &mut self.resources;
+                self.assembler.push(
+                    &record,
+                    clock,
+                    &mut |pid, comm| resources.get(pid, comm),
+                    &mut spans,
+                );
+            }
+            if stopping {
+                self.assembler.finish_all(&mut spans);
+            } else if Instant::now() >= next_idle_check {
+                self.assembler
+                    .finish_idle(monotonic_now_ns(), &process_exists, &mut spans);
+                self.resources.prune();
+                next_idle_check = Instant::now() + IDLE_CHECK_INTERVAL;
+            }
+            self.deliver(&mut spans);
+            if stopping || next_metrics.is_some_and(|next| Instant::now() >= next) {
+                if let Some(otlp) = &self.sinks.otlp {
+                    let series = self.red.take(unix_now_ns());
+                    if !series.is_empty() {
+                        otlp.push_metrics(series);
+                    }
+                }
+                next_metrics = Instant::now().checked_add(self.sinks.metrics_interval);
+            }
+            if stopping {
+                break;
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
+        if let Some(file) = &mut self.file {
+            file.flush().context("cannot write the spans file")?;
+        }
+        if let Some(otlp) = self.sinks.otlp.take() {
+            let (sent, unsent) = otlp.shutdown(Duration::from_secs(5));
+            eprintln!("spans: {sent} sent over OTLP, {unsent} left unsent");
+        }
+        Ok(())
+    }
+
+    /// Hands finished spans to the sinks and updates the counters.
+    fn deliver(&mut self, spans: &mut Vec<Span>) {
+        let stats = &self.assembler.stats;
+        self.counters
+            .orphan_records
+            .store(stats.orphan_records, Ordering::Relaxed);
+        self.counters
+            .malformed_records
+            .store(self.events.malformed, Ordering::Relaxed);
+        if let Ok(mut unparsed) = self.counters.unparsed.lock() {
+            for (reason, n) in &stats.unparsed {
+                unparsed.insert(reason.label(), *n);
+            }
+        }
+        if spans.is_empty() {
+            return;
+        }
+        for span in spans.iter() {
+            let (metric, counter) = match span.kind {
+                SpanKind::Server => (DurationMetric::HttpServer, &self.counters.server_spans),
+                SpanKind::Client => (DurationMetric::HttpClient, &self.counters.client_spans),
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            if self.sinks.otlp.is_some() {
+                let seconds = span.end_unix_ns.saturating_sub(span.start_unix_ns) as f64 / 1e9;
+                self.red
+                    .record(&span.resource, metric, metric_attributes(span), seconds);
+            }
+            if let Some(file) = &mut self.file {
+                let line = spans_json::encode(span);
+                if writeln!(file, "{line}").is_err() {
+                    self.counters.file_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        self.counters
+            .spans
+            .fetch_add(spans.len() as u64, Ordering::Relaxed);
+        match &self.sinks.otlp {
+            Some(otlp) => otlp.push_spans(std::mem::take(spans)),
+            None => spans.clear(),
+        }
+    }
+}
+
+/// The attributes of the duration histograms: the span's low-cardinality ones only (never the
+/// path, the user agent or the client address).
+fn metric_attributes(span: &Span) -> Vec<Attribute> {
+    const KEPT: [&str; 6] = [
+        "http.request.method",
+        "http.response.status_code",
+        "http.route",
+        "error.type",
+        "network.protocol.version",
+        "server.port",
+    ];
+    let client_kept = |name: &str| span.kind == SpanKind::Client && name == "server.address";
+    span.attributes
+        .iter()
+        .filter(|(name, _)| KEPT.contains(&name.as_str()) || client_kept(name))
+        .cloned()
+        .collect()
+}
+
+/// `service.name` and the other resource attributes of each process, cached by pid.
+struct Resources {
+    service_name: Option<String>,
+    host_name: String,
+    metadata: Metadata,
+    by_pid: HashMap<u32, Arc<Resource>>,
+}
+
+impl Resources {
+    fn new(service_name: Option<String>) -> Resources {
+        Resources {
+            service_name,
+            host_name: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|name| name.trim().to_string())
+                .unwrap_or_else(|_| "unknown".to_string()),
+            metadata: Metadata::new(),
+            by_pid: HashMap::new(),
+        }
+    }
+
+    /// The resource of `pid`; `comm` (the thread the kernel saw) names it when the process is
+    /// already gone.
+    fn get(&mut self, pid: u32, comm: &str) -> Arc<Resource> {
+        if let Some(resource) = self.by_pid.get(&pid) {
+            return resource.clone();
+        }
+        let process_name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map(|name| name.trim_end().to_string())
+            .ok()
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| comm.to_string());
+        let service_name = self.service_name.clone().unwrap_or(process_name.clone());
+        let mut attributes: Vec<Attribute> = vec![
+            ("service.name".into(), AttrValue::Str(service_name.clone())),
+            ("process.pid".into(), AttrValue::Int(i64::from(pid))),
+            (
+                "process.executable.name".into(),
+                AttrValue::Str(process_name),
+            ),
+            ("host.name".into(), AttrValue::Str(self.host_name.clone())),
+            (
+                "telemetry.sdk.name".into(),
+                AttrValue::Str("profiler-agent".into()),
+            ),
+        ];
+        // Container and Kubernetes attributes for containerized processes only (as profiles).
+        let metadata = self.metadata.for_pid(pid);
+        if metadata.container_id.is_some() || metadata.pod_uid.is_some() {
+            for (name, value) in metadata.attributes() {
+                attributes.push((name.to_string(), AttrValue::Str(value.to_string())));
+            }
+        }
+        attributes.sort();
+        let resource = Arc::new(Resource {
+            service_name,
+            attributes,
+        });
+        self.by_pid.insert(pid, resource.clone());
+        resource
+    }
+
+    /// Forgets exited processes (pids are recycled).
+    fn prune(&mut self) {
+        let gone: Vec<u32> = self
+            .by_pid
+            .keys()
+            .copied()
+            .filter(|&pid| !process_exists(pid))
+            .collect();
+        for pid in gone {
+            self.by_pid.remove(&pid);
+            self.metadata.forget(pid);
+        }
+    }
+}
+
+/// `CLOCK_MONOTONIC` now, the clock of `bpf_ktime_get_ns`.
+fn monotonic_now_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes a timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+/// The offset from monotonic to Unix time, read as a pair of close clock readings.
+fn read_clock() -> Clock {
+    let before = monotonic_now_ns();
+    let unix = unix_now_ns();
+    let after = monotonic_now_ns();
+    let monotonic = before / 2 + after / 2;
+    Clock {
+        offset_ns: i128::from(unix) - i128::from(monotonic),
+    }
+}

@@ -1,0 +1,763 @@
+//! HTTP/1.x capture on syscall tracepoints (no kprobes: our kernels refuse them).
+//!
+//! Every data syscall (`read`, `write`, their vector and socket variants, `sendfile`) saves its
+//! arguments at entry; at exit the program knows how many bytes moved and looks at them. A
+//! connection (pid, fd) is followed from the first bytes that start an HTTP/1.x request: read
+//! ones make the process the server, written ones the client. Per connection, the map value
+//! [`HttpExchange`] accumulates the current exchange: the request prefix (also across several
+//! syscalls), the trace context, and the timings; the first response bytes send it to user
+//! space, later response bytes send short MORE records, `close` sends CLOSE. User space does
+//! all the parsing; the kernel only recognises where requests and responses start.
+//!
+//! While a server thread handles a request, `traces_ctx_v1[pid_tgid]` holds its trace and span
+//! id: the sampler copies them into samples, and client requests the thread sends become
+//! children of that span.
+
+use aya_ebpf::{
+    bindings::BPF_RB_NO_WAKEUP,
+    cty::c_void,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+        bpf_probe_read_user_buf,
+        generated::{
+            bpf_get_prandom_u32, bpf_probe_read_user as probe_read_user, bpf_ringbuf_output,
+        },
+    },
+    macros::{map, tracepoint},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::TracePointContext,
+};
+use profiler_common::{
+    http_event, http_flags, http_phase, http_role, ConnKey, HttpExchange, Stat, TraceCtx, COMM_LEN,
+    HTTP_CONNS_MAX_ENTRIES, HTTP_EVENTS_BYTES, REQUEST_CAPTURE_BYTES, RESPONSE_CAPTURE_BYTES,
+    SYSCALL_ARGS_MAX_ENTRIES, TRACES_CTX_MAX_ENTRIES,
+};
+
+use crate::{count, CONFIG, PID_FILTER};
+
+/// Offset of the first argument in a `sys_enter_*` record and of `ret` in a `sys_exit_*` one:
+/// after the 8-byte common header and the 4-byte `__syscall_nr` padded to 8.
+const ARG0: usize = 16;
+/// Offset of the second argument of a `sys_enter_*` record.
+const ARG1: usize = 24;
+
+/// How the saved pointer leads to the data.
+const DATA_BUF: u32 = 0;
+const DATA_IOV: u32 = 1;
+const DATA_MSG: u32 = 2;
+const DATA_NONE: u32 = 3;
+
+/// Request bytes the exchange record can hold (the array is twice the guaranteed size so that
+/// an append at a bounded offset with a bounded length always fits, which is what the verifier
+/// checks).
+const REQUEST_BUF: usize = 2 * REQUEST_CAPTURE_BYTES;
+/// Bytes of a `traceparent` header line from its newline: "\ntraceparent:" (13), an optional
+/// space, "00-" + 32 + "-" + 16 + "-" + 2 (55).
+const TRACEPARENT_LINE: usize = 13 + 1 + 55;
+
+/// Arguments of a data syscall in flight, kept from entry to exit (kernel-only).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SyscallArgs {
+    fd: u32,
+    /// `DATA_*`.
+    data: u32,
+    /// Buffer, iovec array or msghdr, per `data`.
+    ptr: u64,
+    enter_ns: u64,
+}
+
+#[map]
+static SYSCALL_ARGS: HashMap<u64, SyscallArgs> =
+    HashMap::with_max_entries(SYSCALL_ARGS_MAX_ENTRIES, 0);
+
+#[map(name = "traces_ctx_v1")]
+pub(crate) static TRACES_CTX: LruHashMap<u64, TraceCtx> =
+    LruHashMap::with_max_entries(TRACES_CTX_MAX_ENTRIES, 0);
+
+#[map]
+static HTTP_CONNS: LruHashMap<ConnKey, HttpExchange> =
+    LruHashMap::with_max_entries(HTTP_CONNS_MAX_ENTRIES, 0);
+
+#[map]
+static HTTP_EVENTS: RingBuf = RingBuf::with_byte_size(HTTP_EVENTS_BYTES, 0);
+
+/// Per-CPU zeroed template a new connection's entry is inserted from (too large for the stack).
+#[map]
+static EXCHANGE_SCRATCH: PerCpuArray<HttpExchange> = PerCpuArray::with_max_entries(1, 0);
+
+/// `struct iovec`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct IoVec {
+    base: u64,
+    len: u64,
+}
+
+/// Offset of `msg_iov` in `struct user_msghdr` (after `msg_name` and the padded `msg_namelen`).
+const MSGHDR_IOV: usize = 16;
+
+#[tracepoint]
+pub fn on_data_enter(ctx: TracePointContext) -> u32 {
+    save_args(&ctx, DATA_BUF);
+    0
+}
+
+#[tracepoint]
+pub fn on_data_enter_iov(ctx: TracePointContext) -> u32 {
+    save_args(&ctx, DATA_IOV);
+    0
+}
+
+#[tracepoint]
+pub fn on_data_enter_msg(ctx: TracePointContext) -> u32 {
+    save_args(&ctx, DATA_MSG);
+    0
+}
+
+#[tracepoint]
+pub fn on_sendfile_enter(ctx: TracePointContext) -> u32 {
+    save_args(&ctx, DATA_NONE);
+    0
+}
+
+#[tracepoint]
+pub fn on_read_exit(ctx: TracePointContext) -> u32 {
+    let _ = try_on_data_exit(&ctx, false);
+    0
+}
+
+#[tracepoint]
+pub fn on_write_exit(ctx: TracePointContext) -> u32 {
+    let _ = try_on_data_exit(&ctx, true);
+    0
+}
+
+/// `accept`/`accept4` returned a new fd, or `connect`/`close` got one: whatever the capture
+/// followed on that fd is over.
+#[tracepoint]
+pub fn on_connection_change(ctx: TracePointContext) -> u32 {
+    let _ = try_on_connection_change(&ctx);
+    0
+}
+
+#[inline(always)]
+fn now_ns() -> u64 {
+    // SAFETY: a helper without arguments.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// True when capture is on, the current process is not the agent, and it passes the pid
+/// filter the sampler uses (so `record --pid` captures only those processes).
+#[inline(always)]
+fn capturing(pid: u32) -> bool {
+    match CONFIG.get(0) {
+        Some(config) => {
+            config.http_enabled != 0
+                && config.agent_pid != pid
+                && (config.filter_pids == 0 || PID_FILTER.get_ptr(pid).is_some())
+        }
+        None => false,
+    }
+}
+
+#[inline(always)]
+fn save_args(ctx: &TracePointContext, data: u32) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !capturing((pid_tgid >> 32) as u32) {
+        return;
+    }
+    // SAFETY: fixed offsets of the syscall tracepoint record; read_at faults safely.
+    let Ok(fd) = (unsafe { ctx.read_at::<i64>(ARG0) }) else {
+        return;
+    };
+    if !(0..=i32::MAX as i64).contains(&fd) {
+        return;
+    }
+    let ptr = if data == DATA_NONE {
+        0
+    } else {
+        // SAFETY: as above.
+        match unsafe { ctx.read_at::<u64>(ARG1) } {
+            Ok(ptr) => ptr,
+            Err(_) => return,
+        }
+    };
+    let args = SyscallArgs {
+        fd: fd as u32,
+        data,
+        ptr,
+        enter_ns: now_ns(),
+    };
+    if SYSCALL_ARGS.insert(&pid_tgid, &args, 0).is_err() {
+        count(Stat::HttpArgsFull);
+    }
+}
+
+/// The user buffer holding the first bytes that moved, and how many of them it holds.
+#[inline(always)]
+fn data_buffer(args: &SyscallArgs, moved: u64) -> Option<(u64, u64)> {
+    let iov_ptr = match args.data {
+        DATA_BUF => return Some((args.ptr, moved)),
+        DATA_NONE => return Some((0, 0)),
+        DATA_IOV => args.ptr,
+        // SAFETY: a user pointer read with a fault-safe helper.
+        _ => unsafe { bpf_probe_read_user((args.ptr as usize + MSGHDR_IOV) as *const u64) }.ok()?,
+    };
+    // SAFETY: as above.
+    let iov = unsafe { bpf_probe_read_user(iov_ptr as *const IoVec) }.ok()?;
+    Some((iov.base, if iov.len < moved { iov.len } else { moved }))
+}
+
+/// The first (up to) 8 bytes of the data, zero-padded.
+#[inline(always)]
+fn peek(buf: u64, len: u64) -> [u8; 8] {
+    let mut head = [0u8; 8];
+    if buf != 0 && len >= 4 {
+        // SAFETY: fault-safe read of user memory; bytes past `len` are ignored by the callers.
+        let ok = unsafe { bpf_probe_read_user_buf(buf as *const u8, &mut head) }.is_ok();
+        if !ok {
+            head = [0; 8];
+        }
+    }
+    head
+}
+
+#[inline(always)]
+fn starts_with(head: &[u8; 8], len: u64, prefix: &[u8]) -> bool {
+    if len < prefix.len() as u64 {
+        return false;
+    }
+    let mut i = 0;
+    while i < prefix.len() && i < 8 {
+        if head[i] != prefix[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The bytes start an HTTP/1.x request: a method and a space.
+#[inline(always)]
+fn is_request_start(head: &[u8; 8], len: u64) -> bool {
+    match head[0] {
+        b'G' => starts_with(head, len, b"GET "),
+        b'P' => {
+            starts_with(head, len, b"POST ")
+                || starts_with(head, len, b"PUT ")
+                || starts_with(head, len, b"PATCH ")
+        }
+        b'H' => starts_with(head, len, b"HEAD "),
+        b'D' => starts_with(head, len, b"DELETE "),
+        b'O' => starts_with(head, len, b"OPTIONS "),
+        b'C' => starts_with(head, len, b"CONNECT "),
+        b'T' => starts_with(head, len, b"TRACE "),
+        _ => false,
+    }
+}
+
+/// The bytes start an HTTP/1.x response.
+#[inline(always)]
+fn is_response_start(head: &[u8; 8], len: u64) -> bool {
+    starts_with(head, len, b"HTTP/1.")
+}
+
+fn try_on_data_exit(ctx: &TracePointContext, write: bool) -> Option<()> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let args = *unsafe_get(&SYSCALL_ARGS, &pid_tgid)?;
+    let _ = SYSCALL_ARGS.remove(&pid_tgid);
+    // SAFETY: fixed offset of `ret` in the exit record; read_at faults safely.
+    let moved = unsafe { ctx.read_at::<i64>(ARG0) }.ok()?;
+    if moved <= 0 {
+        return None;
+    }
+    let moved = moved as u64;
+    let now = now_ns();
+    let (buf, len) = data_buffer(&args, moved)?;
+    let head = peek(buf, len);
+    let pid = (pid_tgid >> 32) as u32;
+    let key = ConnKey { pid, fd: args.fd };
+
+    let exchange = match HTTP_CONNS.get_ptr_mut(&key) {
+        Some(exchange) => exchange,
+        None => {
+            if !is_request_start(&head, len) {
+                return None;
+            }
+            let role = if write {
+                http_role::CLIENT
+            } else {
+                http_role::SERVER
+            };
+            new_connection(&key, role, now)?
+        }
+    };
+    // SAFETY: a live entry of the connection map. Only this thread's syscalls on this fd
+    // reach it; two threads racing on one socket could interleave updates, which at worst
+    // garbles that exchange's record (user space validates everything it parses).
+    let x = unsafe { &mut *exchange };
+    let request_direction = (x.role == http_role::SERVER) != write;
+    let sent_at = if write { args.enter_ns } else { now };
+
+    if request_direction {
+        if x.phase == http_phase::REQUEST && x.request_start_ns != 0 {
+            append_request(x, buf, len, moved);
+        } else if is_request_start(&head, len) {
+            begin_request(x, pid_tgid, buf, len, moved, sent_at);
+        } else {
+            count(Stat::HttpUnrecognized);
+            return None;
+        }
+        // Headers may arrive over several reads: look again until one holds the header.
+        if x.role == http_role::SERVER
+            && x.flags & http_flags::TRACEPARENT == 0
+            && find_traceparent(x)
+        {
+            set_server_context(x, pid_tgid);
+        }
+        return Some(());
+    }
+
+    // Response direction.
+    if x.phase == http_phase::REQUEST {
+        if x.request_start_ns == 0 {
+            return None;
+        }
+        if !is_response_start(&head, len) {
+            count(Stat::HttpUnrecognized);
+            return None;
+        }
+        copy_response(x, buf, len);
+        let switching = is_switching_protocols(x);
+        if x.response[9] == b'1' && !switching {
+            // 100 Continue and other interim responses: the final one follows.
+            return None;
+        }
+        start_response(x, pid_tgid, moved, sent_at, now, 0);
+        emit(x, true);
+        if switching {
+            // The connection leaves HTTP/1.x (WebSocket, h2c upgrade): stop following it.
+            let _ = HTTP_CONNS.remove(&key);
+        }
+    } else if buf != 0 && is_response_start(&head, len) {
+        // A second response without a request in between: pipelining.
+        copy_response(x, buf, len);
+        if x.response[9] == b'1' {
+            return None;
+        }
+        let index = x.pipeline_index + 1;
+        start_response(x, pid_tgid, moved, sent_at, now, index);
+        x.flags |= http_flags::PIPELINED;
+        emit(x, false);
+    } else {
+        x.response_end_ns = now;
+        x.response_bytes += moved;
+        x.kind = http_event::MORE;
+        emit(x, false);
+    }
+    Some(())
+}
+
+/// Reads a map value through a shared reference.
+#[inline(always)]
+fn unsafe_get<'a>(map: &'a HashMap<u64, SyscallArgs>, key: &u64) -> Option<&'a SyscallArgs> {
+    // SAFETY: entries are only written by the thread that owns the key (its pid_tgid).
+    unsafe { map.get(key) }
+}
+
+/// Status 101 Switching Protocols.
+#[inline(always)]
+fn is_switching_protocols(x: &HttpExchange) -> bool {
+    x.response[9] == b'1' && x.response[10] == b'0' && x.response[11] == b'1'
+}
+
+#[inline(always)]
+fn new_connection(key: &ConnKey, role: u32, now: u64) -> Option<*mut HttpExchange> {
+    let template = EXCHANGE_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's scratch entry; nothing else uses it while this program runs.
+    let t = unsafe { &mut *template };
+    t.kind = 0;
+    t.role = role;
+    t.pid = key.pid;
+    t.fd = key.fd;
+    t.phase = 0;
+    t.seq = 0;
+    t.request_start_ns = 0;
+    t.conn_start_ns = now;
+    if HTTP_CONNS.insert(key, &*t, 0).is_err() {
+        count(Stat::HttpConnsFull);
+        return None;
+    }
+    HTTP_CONNS.get_ptr_mut(key)
+}
+
+/// Starts a new exchange with the first request bytes.
+#[inline(always)]
+fn begin_request(x: &mut HttpExchange, pid_tgid: u64, buf: u64, len: u64, moved: u64, at: u64) {
+    if x.request_start_ns != 0 {
+        x.seq += 1;
+    }
+    x.kind = 0;
+    x.flags = 0;
+    x.phase = http_phase::REQUEST;
+    x.tid = pid_tgid as u32;
+    x.comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+    x.pipeline_index = 0;
+    x.request_start_ns = at;
+    x.response_start_ns = 0;
+    x.response_end_ns = 0;
+    x.request_bytes = moved;
+    x.response_bytes = 0;
+    x.response_len = 0;
+    let n = if len > (REQUEST_BUF - 1) as u64 {
+        (REQUEST_BUF - 1) as u64
+    } else {
+        len
+    };
+    // SAFETY: fault-safe copy of at most REQUEST_BUF - 1 bytes into the record's buffer.
+    let copied = unsafe {
+        probe_read_user(
+            x.request.as_mut_ptr().cast::<c_void>(),
+            n as u32,
+            buf as *const c_void,
+        )
+    };
+    x.request_len = if copied == 0 { n as u32 } else { 0 };
+    if moved > x.request_len as u64 {
+        x.flags |= http_flags::REQUEST_TRUNCATED;
+    }
+    count(Stat::HttpRequests);
+
+    random_bytes(&mut x.span_id);
+    x.parent_span_id = [0; 8];
+    if x.role == http_role::SERVER {
+        // The caller's `traceparent`, if any, replaces this trace id (see `find_traceparent`).
+        random_bytes(&mut x.trace_id);
+        set_server_context(x, pid_tgid);
+    } else {
+        // A request sent while the thread serves one is that request's child.
+        match TRACES_CTX.get_ptr(&pid_tgid) {
+            Some(ctx) => {
+                // SAFETY: a live entry of the LRU map; copied out at once.
+                let ctx = unsafe { *ctx };
+                x.trace_id = ctx.trace_id;
+                x.parent_span_id = ctx.span_id;
+            }
+            None => random_bytes(&mut x.trace_id),
+        }
+    }
+}
+
+/// More bytes of a request that has not been answered yet (headers split over reads, a body).
+#[inline(always)]
+fn append_request(x: &mut HttpExchange, buf: u64, len: u64, moved: u64) {
+    x.request_bytes += moved;
+    if (x.request_len as usize) >= REQUEST_CAPTURE_BYTES || buf == 0 {
+        x.flags |= http_flags::REQUEST_TRUNCATED;
+        return;
+    }
+    let offset = (x.request_len as usize) & (REQUEST_CAPTURE_BYTES - 1);
+    let n = if len > REQUEST_CAPTURE_BYTES as u64 {
+        REQUEST_CAPTURE_BYTES as u64
+    } else {
+        len
+    };
+    if len > n {
+        x.flags |= http_flags::REQUEST_TRUNCATED;
+    }
+    // SAFETY: offset < REQUEST_CAPTURE_BYTES and n <= REQUEST_CAPTURE_BYTES, so the copy stays
+    // inside the 2 * REQUEST_CAPTURE_BYTES buffer; the read faults safely.
+    let copied = unsafe {
+        probe_read_user(
+            x.request.as_mut_ptr().add(offset).cast::<c_void>(),
+            n as u32,
+            buf as *const c_void,
+        )
+    };
+    if copied == 0 {
+        x.request_len = (offset as u64 + n) as u32;
+    }
+}
+
+/// The thread serves this exchange's request from now on.
+#[inline(always)]
+fn set_server_context(x: &HttpExchange, pid_tgid: u64) {
+    let ctx = TraceCtx {
+        trace_id: x.trace_id,
+        span_id: x.span_id,
+    };
+    let _ = TRACES_CTX.insert(&pid_tgid, &ctx, 0);
+}
+
+/// Copies the first bytes of a response (the status line) into the record.
+#[inline(always)]
+fn copy_response(x: &mut HttpExchange, buf: u64, len: u64) {
+    let n = if len > RESPONSE_CAPTURE_BYTES as u64 {
+        RESPONSE_CAPTURE_BYTES as u64
+    } else {
+        len
+    };
+    x.response = [0; RESPONSE_CAPTURE_BYTES];
+    // SAFETY: at most RESPONSE_CAPTURE_BYTES bytes into the response array; faults safely.
+    let copied = unsafe {
+        probe_read_user(
+            x.response.as_mut_ptr().cast::<c_void>(),
+            n as u32,
+            buf as *const c_void,
+        )
+    };
+    x.response_len = if copied == 0 { n as u32 } else { 0 };
+}
+
+#[inline(always)]
+fn start_response(
+    x: &mut HttpExchange,
+    pid_tgid: u64,
+    moved: u64,
+    sent_at: u64,
+    now: u64,
+    pipeline_index: u32,
+) {
+    x.kind = http_event::EXCHANGE;
+    x.phase = http_phase::RESPONSE;
+    x.pipeline_index = pipeline_index;
+    x.response_start_ns = sent_at;
+    x.response_end_ns = now;
+    x.response_bytes = moved;
+    count(Stat::HttpResponses);
+    if x.role == http_role::SERVER {
+        end_server_context(pid_tgid, &x.span_id);
+    }
+}
+
+/// The thread stopped serving the request with this span: forget its context.
+#[inline(always)]
+fn end_server_context(pid_tgid: u64, span_id: &[u8; 8]) {
+    if let Some(ctx) = TRACES_CTX.get_ptr(&pid_tgid) {
+        // SAFETY: a live entry of the LRU map, read once.
+        if unsafe { (*ctx).span_id } == *span_id {
+            let _ = TRACES_CTX.remove(&pid_tgid);
+        }
+    }
+}
+
+/// Sends the record: with the request prefix, or the header only.
+#[inline(always)]
+fn emit(x: &mut HttpExchange, with_request: bool) {
+    let size = if with_request {
+        HttpExchange::HEADER_BYTES + (x.request_len as usize & (REQUEST_BUF - 1))
+    } else {
+        HttpExchange::HEADER_BYTES
+    };
+    // SAFETY: `x` is a map value of size_of::<HttpExchange>() bytes and `size` never exceeds
+    // it; the ring buffer copies the bytes.
+    let ret = unsafe {
+        bpf_ringbuf_output(
+            core::ptr::from_ref(&HTTP_EVENTS)
+                .cast_mut()
+                .cast::<c_void>(),
+            core::ptr::from_mut(x).cast::<c_void>(),
+            size as u64,
+            BPF_RB_NO_WAKEUP as u64,
+        )
+    };
+    if ret < 0 {
+        count(Stat::HttpEventsLost);
+    }
+}
+
+fn try_on_connection_change(ctx: &TracePointContext) -> Option<()> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid = (pid_tgid >> 32) as u32;
+    // SAFETY: `ret` of sys_exit_accept* and `fd` of sys_enter_connect/close share this offset.
+    let fd = unsafe { ctx.read_at::<i64>(ARG0) }.ok()?;
+    if !(0..=i32::MAX as i64).contains(&fd) {
+        return None;
+    }
+    let key = ConnKey { pid, fd: fd as u32 };
+    let exchange = HTTP_CONNS.get_ptr_mut(&key)?;
+    // SAFETY: a live entry of the connection map.
+    let x = unsafe { &mut *exchange };
+    if x.phase == http_phase::REQUEST && x.request_start_ns != 0 {
+        x.flags |= http_flags::NO_RESPONSE;
+        if x.role == http_role::SERVER {
+            end_server_context(pid_tgid, &x.span_id);
+        }
+    }
+    x.kind = http_event::CLOSE;
+    emit(x, false);
+    let _ = HTTP_CONNS.remove(&key);
+    Some(())
+}
+
+#[inline(always)]
+fn random_bytes<const N: usize>(out: &mut [u8; N]) {
+    let mut i = 0;
+    while i + 4 <= N {
+        // SAFETY: a helper without arguments.
+        let r = unsafe { bpf_get_prandom_u32() }.to_le_bytes();
+        out[i] = r[0];
+        out[i + 1] = r[1];
+        out[i + 2] = r[2];
+        out[i + 3] = r[3];
+        i += 4;
+    }
+}
+
+#[inline(always)]
+fn request_byte(x: &HttpExchange, index: usize) -> u8 {
+    // SAFETY: the mask keeps the index inside the buffer.
+    unsafe { *x.request.as_ptr().add(index & (REQUEST_BUF - 1)) }
+}
+
+/// Looks for a W3C `traceparent` header in the request prefix; when one is valid, takes its
+/// trace id and makes its parent id the span's parent.
+///
+/// The verifier walks a loop once per iteration and gives up after 8192 jumps or stack
+/// accesses on one path, so a byte-by-byte search with a few branches per byte is too long for
+/// a 1 KiB prefix. The search goes a word (8 bytes) at a time instead: words without a newline
+/// cost one branch; in the others every position is screened branch-free for `\nt` ... `:`,
+/// and only the first candidate is checked in full after the loop.
+#[inline(always)]
+fn find_traceparent(x: &mut HttpExchange) -> bool {
+    const NEWLINES: u64 = 0x0a0a_0a0a_0a0a_0a0a;
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let len = x.request_len as usize;
+    let mut found = usize::MAX;
+    let mut word = 0;
+    while word < REQUEST_BUF / 8 {
+        let base = word * 8;
+        if base + TRACEPARENT_LINE > len {
+            break;
+        }
+        // SAFETY: base + 8 <= REQUEST_BUF (the mask keeps it so for the verifier too); map
+        // values allow unaligned reads.
+        let bytes = unsafe {
+            core::ptr::read_unaligned(
+                x.request
+                    .as_ptr()
+                    .add(base & (REQUEST_BUF - 8))
+                    .cast::<u64>(),
+            )
+        };
+        let v = bytes ^ NEWLINES;
+        if v.wrapping_sub(ONES) & !v & HIGHS != 0 {
+            // Lowest position whose byte is '\n', followed by 't'/'T' and with ':' 12 bytes on.
+            let mut first = 8usize;
+            let mut b = 8;
+            while b > 0 {
+                b -= 1;
+                let p = base + b;
+                let mismatch = (request_byte(x, p) ^ b'\n')
+                    | ((request_byte(x, p + 1) | 0x20) ^ b't')
+                    | (request_byte(x, p + 12) ^ b':');
+                // All ones when mismatch == 0, else zero.
+                let hit = ((mismatch as u64).wrapping_sub(1) >> 63).wrapping_neg() as usize;
+                first ^= (first ^ b) & hit;
+            }
+            if first < 8 {
+                found = base + first + 1;
+                break;
+            }
+        }
+        word += 1;
+    }
+    if found == usize::MAX {
+        return false;
+    }
+    // Round-trip the offset through the record so the verifier sees one unknown (masked) offset
+    // instead of one constant per loop iteration, which would make it check the parsing below
+    // once for each of them.
+    x._pad = found as u32;
+    // SAFETY: a plain read of a field of the record.
+    let name = unsafe { core::ptr::read_volatile(&x._pad) } as usize & (REQUEST_BUF - 1);
+    x._pad = 0;
+    if !is_traceparent_name(x, name) {
+        return false;
+    }
+    let mut start = name + 12;
+    if request_byte(x, start) == b' ' {
+        start += 1;
+    }
+    parse_traceparent(x, start)
+}
+
+/// Whether `traceparent:` (any case) starts at `at`. OR-ing 0x20 lower-cases letters and
+/// leaves ':' as it is (only the control byte 0x1a would also pass as ':').
+#[inline(always)]
+fn is_traceparent_name(x: &HttpExchange, at: usize) -> bool {
+    let name = b"traceparent:";
+    let mut diff = 0u8;
+    let mut k = 0;
+    while k < name.len() {
+        diff |= (request_byte(x, at + k) | 0x20) ^ name[k];
+        k += 1;
+    }
+    diff == 0
+}
+
+#[inline(always)]
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    }
+}
+
+#[inline(always)]
+fn hex_byte(x: &HttpExchange, at: usize) -> Option<u8> {
+    Some(hex_value(request_byte(x, at))? << 4 | hex_value(request_byte(x, at + 1))?)
+}
+
+/// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>` at `at`.
+#[inline(always)]
+fn parse_traceparent(x: &mut HttpExchange, at: usize) -> bool {
+    let version = match hex_byte(x, at) {
+        Some(v) => v,
+        None => return false,
+    };
+    if version == 0xff
+        || request_byte(x, at + 2) != b'-'
+        || request_byte(x, at + 35) != b'-'
+        || request_byte(x, at + 52) != b'-'
+    {
+        return false;
+    }
+    let mut trace_id = [0u8; 16];
+    let mut parent = [0u8; 8];
+    let mut nonzero_trace = 0u8;
+    let mut nonzero_parent = 0u8;
+    let mut k = 0;
+    while k < 16 {
+        match hex_byte(x, at + 3 + 2 * k) {
+            Some(b) => {
+                trace_id[k] = b;
+                nonzero_trace |= b;
+            }
+            None => return false,
+        }
+        k += 1;
+    }
+    k = 0;
+    while k < 8 {
+        match hex_byte(x, at + 36 + 2 * k) {
+            Some(b) => {
+                parent[k] = b;
+                nonzero_parent |= b;
+            }
+            None => return false,
+        }
+        k += 1;
+    }
+    if nonzero_trace == 0 || nonzero_parent == 0 || hex_byte(x, at + 53).is_none() {
+        return false;
+    }
+    x.trace_id = trace_id;
+    x.parent_span_id = parent;
+    x.flags |= http_flags::TRACEPARENT;
+    count(Stat::HttpTraceparents);
+    true
+}

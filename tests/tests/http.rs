@@ -1,0 +1,590 @@
+//! End-to-end tests of the HTTP capture: real servers (nginx, Python's `http.server`, Node's
+//! `http`) and clients (h2load, curl) run under `profiler-agent record --spans`, and the tests
+//! compare the spans it wrote with what the load generator and the clients saw.
+//!
+//! Root only (they skip with `skipping: <reason>` otherwise, and fail under `CI`); the servers
+//! and clients must be installed (`cargo xtask test` installs them).
+
+use std::{
+    collections::HashMap,
+    fs,
+    io::{Read, Write},
+    net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream},
+    path::Path,
+    process::{Child, Command, Output},
+    sync::{Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use tests::{
+    agent_binary, expect_success, require_sampler, skip, spawn_captured, wait_with_timeout,
+    TempDir, AGENT_TIMEOUT,
+};
+
+/// One capture at a time: the tests share 2 cores, and the CPU-time test needs them.
+static CAPTURE: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    CAPTURE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// `true` when `program` runs (`program args` exits 0); else skips (fails under CI).
+fn require_tool(test: &str, program: &str, args: &[&str], package: &str) -> bool {
+    let runs = Command::new(program)
+        .args(args)
+        .output()
+        .is_ok_and(|output| output.status.success());
+    runs || skip(
+        test,
+        &format!("{program} is not installed (apt-get install {package})"),
+    )
+}
+
+/// A TCP port nothing listens on right now.
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .unwrap_or_else(|error| panic!("cannot find a free port: {error}"))
+}
+
+/// Waits until something accepts connections on `port`.
+fn wait_for_port(port: u16, agent: &mut Child) {
+    let started = Instant::now();
+    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    while TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
+        if let Ok(Some(status)) = agent.try_wait() {
+            panic!("the agent exited ({status}) before port {port} opened");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "nothing listens on port {port} after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `profiler-agent record --spans` of `command`, writing into `dir`.
+fn start_recording(dir: &Path, frequency_hz: u32, command: &[&str]) -> Child {
+    let mut agent = Command::new(agent_binary());
+    agent
+        .arg("record")
+        .arg("-q")
+        .arg("-F")
+        .arg(frequency_hz.to_string())
+        .arg("--spans")
+        .arg(dir.join("spans.jsonl"))
+        .arg("-o")
+        .arg(dir.join("profile.pb.gz"))
+        .arg("--")
+        .args(command);
+    spawn_captured(&mut agent)
+}
+
+/// Stops a recording with Ctrl-C (the agent then stops the command) and returns its output.
+fn interrupt(agent: Child) -> Output {
+    let status = Command::new("kill")
+        .args(["-INT", &agent.id().to_string()])
+        .status()
+        .unwrap_or_else(|error| panic!("cannot run kill: {error}"));
+    assert!(status.success(), "kill -INT {} failed", agent.id());
+    wait_with_timeout(agent, AGENT_TIMEOUT, "profiler-agent record")
+}
+
+fn read_spans(dir: &Path) -> Vec<Value> {
+    let path = dir.join("spans.jsonl");
+    let text = fs::read_to_string(&path)
+        .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
+    text.lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|error| panic!("bad span line {line:?}: {error}"))
+        })
+        .collect()
+}
+
+fn attr<'a>(span: &'a Value, name: &str) -> &'a Value {
+    &span["attributes"][name]
+}
+
+fn status_of(span: &Value) -> i64 {
+    attr(span, "http.response.status_code")
+        .as_i64()
+        .unwrap_or_else(|| panic!("span without a status code: {span}"))
+}
+
+fn duration_ms(span: &Value) -> f64 {
+    span["duration_ms"].as_f64().unwrap_or(f64::NAN)
+}
+
+/// Spans per (kind, service, name, status).
+type Tally = HashMap<(String, String, String, i64), u64>;
+
+fn tally(spans: &[Value]) -> Tally {
+    let mut counts = HashMap::new();
+    for span in spans {
+        let key = (
+            span["kind"].as_str().unwrap_or_default().to_string(),
+            span["service"].as_str().unwrap_or_default().to_string(),
+            span["name"].as_str().unwrap_or_default().to_string(),
+            status_of(span),
+        );
+        *counts.entry(key).or_default() += 1;
+    }
+    counts
+}
+
+/// Spans of that kind, name and status from services whose name starts with `service` (the
+/// Python interpreter is `python3` or `python3.11` depending on how it was started).
+fn count(counts: &Tally, kind: &str, service: &str, name: &str, status: i64) -> u64 {
+    counts
+        .iter()
+        .filter(|((k, s, n, code), _)| {
+            k == kind && s.starts_with(service) && n == name && *code == status
+        })
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// The counts h2load reports: (2xx, 4xx) of `status codes: A 2xx, B 3xx, C 4xx, D 5xx`.
+fn h2load(args: &[&str]) -> (u64, u64) {
+    let output = Command::new("h2load")
+        .args(args)
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run h2load: {error}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "h2load {args:?} failed:\n{stdout}");
+    let line = stdout
+        .lines()
+        .find(|line| line.starts_with("status codes:"))
+        .unwrap_or_else(|| panic!("no status line in h2load's output:\n{stdout}"));
+    let numbers: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    // "status codes: 600 2xx, 0 3xx, 0 4xx, 0 5xx" → [600, 2, 0, 3, 0, 4, 0, 5]
+    assert_eq!(numbers.len(), 8, "unexpected h2load line {line:?}");
+    (numbers[0], numbers[4])
+}
+
+/// Sends raw bytes on a new connection, reads whatever comes back for a moment, and closes.
+fn send_raw(port: u16, bytes: &[u8]) {
+    let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
+        panic!("cannot connect to port {port}");
+    };
+    let _ = stream.write_all(bytes);
+    let _ = stream.shutdown(Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply);
+}
+
+/// Garbage, TLS and truncated requests: none may become a span, nor stop the capture.
+fn send_garbage(port: u16) {
+    // A TLS 1.2 ClientHello start.
+    send_raw(
+        port,
+        &[
+            0x16, 0x03, 0x01, 0x00, 0xa5, 0x01, 0x00, 0x00, 0xa1, 0x03, 0x03,
+        ],
+    );
+    // Binary noise.
+    let noise: Vec<u8> = (0u32..512)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    send_raw(port, &noise);
+    // A method followed by garbage: the kernel follows it, user space refuses it.
+    send_raw(port, b"GET \x00\x01\x02\xff HTTP/1.1\r\n\r\n");
+    // A request cut before its end, then the connection closed.
+    send_raw(port, b"GET /cut HTTP/1.1\r\nHost: loc");
+    send_raw(port, b"GET ");
+}
+
+/// The agent's `http:` summary line.
+fn http_summary(stderr: &str) -> &str {
+    stderr
+        .lines()
+        .find(|line| line.starts_with("http: "))
+        .unwrap_or_else(|| panic!("no `http:` summary in the agent's stderr:\n{stderr}"))
+}
+
+const NGINX_CONF: &str = "worker_processes 1;
+pid DIR/nginx.pid;
+error_log DIR/error.log;
+events { worker_connections 256; }
+http {
+  access_log off;
+  server {
+    listen 127.0.0.1:PORT;
+    root DIR/html;
+  }
+}
+";
+
+#[test]
+fn nginx_requests_are_captured_exactly_once() {
+    const TEST: &str = "nginx_requests_are_captured_exactly_once";
+    if !require_sampler(TEST)
+        || !require_tool(TEST, "nginx", &["-v"], "nginx-light")
+        || !require_tool(TEST, "h2load", &["--version"], "nghttp2-client")
+    {
+        return;
+    }
+    let _one = one_at_a_time();
+    let dir = TempDir::new("nginx");
+    let port = free_port();
+    fs::create_dir_all(dir.path().join("html")).expect("html dir");
+    fs::write(dir.path().join("html/index.html"), "hello\n").expect("index.html");
+    let conf = NGINX_CONF
+        .replace("DIR", &dir.path().display().to_string())
+        .replace("PORT", &port.to_string());
+    let conf_path = dir.path().join("nginx.conf");
+    fs::write(&conf_path, conf).expect("nginx.conf");
+    let conf_arg = conf_path.display().to_string();
+
+    let mut agent = start_recording(
+        dir.path(),
+        19,
+        &["nginx", "-c", &conf_arg, "-g", "daemon off;"],
+    );
+    wait_for_port(port, &mut agent);
+    let base = format!("http://127.0.0.1:{port}");
+    // Keep-alive connections, then pipelining (8 requests in flight per connection).
+    let (ok, _) = h2load(&[
+        "--h1",
+        "-n",
+        "600",
+        "-c",
+        "3",
+        &format!("{base}/index.html"),
+    ]);
+    let (_, missing) = h2load(&["--h1", "-n", "150", "-c", "2", &format!("{base}/missing")]);
+    let (pipelined, _) = h2load(&[
+        "--h1",
+        "-n",
+        "200",
+        "-c",
+        "1",
+        "-m",
+        "8",
+        &format!("{base}/index.html?pipelined=1"),
+    ]);
+    send_garbage(port);
+    let output = interrupt(agent);
+    let stderr = expect_success(TEST, &output);
+
+    let spans = read_spans(dir.path());
+    let counts = tally(&spans);
+    let summary = http_summary(&stderr);
+    let report = format!("{summary}\ncounts: {counts:?}");
+    assert_eq!(
+        (ok, missing, pipelined),
+        (600, 150, 200),
+        "h2load itself failed"
+    );
+    // The readiness probes of wait_for_port send no request: they produce no span.
+    assert_eq!(
+        count(&counts, "server", "nginx", "GET /index.html", 200),
+        ok + pipelined,
+        "{report}"
+    );
+    assert_eq!(
+        count(&counts, "server", "nginx", "GET /missing", 404),
+        missing,
+        "{report}"
+    );
+    assert_eq!(spans.len() as u64, ok + missing + pipelined, "{report}");
+    for span in &spans {
+        let ms = duration_ms(span);
+        assert!((0.0..1000.0).contains(&ms), "implausible duration: {span}");
+        assert_eq!(attr(span, "server.port"), port, "{span}");
+        assert_eq!(span["parent_span_id"], Value::Null, "{span}");
+    }
+    // The garbage shows up in the counters, not as spans.
+    assert!(summary.contains("request_malformed 1"), "{report}");
+    assert!(summary.contains("no_response"), "{report}");
+}
+
+/// A Python server: /sleep?ms=N sleeps, /burn?ms=N burns N ms of its thread's CPU time,
+/// /missing is a 404; HTTP/1.1 keep-alive; headers and body in two writes.
+const PYTHON_SERVER: &str = r#"
+import sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        path, _, query = self.path.partition("?")
+        params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+        ms = int(params.get("ms", "0"))
+        if path == "/sleep":
+            time.sleep(ms / 1000)
+        elif path == "/burn":
+            end = time.thread_time() + ms / 1000
+            n = 0
+            while time.thread_time() < end:
+                n += 1
+        body = b'{"ok": true}\n'
+        self.send_response(404 if path == "/missing" else 200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"#;
+
+const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
+const PARENT_ID: &str = "b7ad6b7169203331";
+
+/// The client side of the Python test, run by `sh` under the agent: curl requests whose status
+/// and time it writes to `client.txt` (`<label> <status> <seconds>` per line).
+const PYTHON_CLIENT: &str = r#"
+set -e
+python3 "$DIR/server.py" "$PORT" &
+server=$!
+for i in $(seq 200); do
+    if curl -s -o /dev/null "http://127.0.0.1:$PORT/ready"; then break; fi
+    sleep 0.05
+done
+get() {
+    label=$1; shift
+    curl -s -o /dev/null -w "$label %{http_code} %{time_total}\n" "$@" >> "$DIR/client.txt"
+}
+get sleep "http://127.0.0.1:$PORT/sleep?ms=300"
+get traced -H "traceparent: 00-TRACE-PARENT-01" "http://127.0.0.1:$PORT/sleep?ms=20"
+get missing "http://127.0.0.1:$PORT/missing"
+get burn "http://127.0.0.1:$PORT/burn?ms=400"
+# One connection, three requests (curl reuses it).
+curl -s -o /dev/null -o /dev/null -o /dev/null "http://127.0.0.1:$PORT/a/1" "http://127.0.0.1:$PORT/a/2" "http://127.0.0.1:$PORT/a/3"
+kill $server
+"#;
+
+#[test]
+fn python_server_and_curl_client_spans_agree_with_the_client() {
+    const TEST: &str = "python_server_and_curl_client_spans_agree_with_the_client";
+    if !require_sampler(TEST)
+        || !require_tool(TEST, "python3", &["--version"], "python3")
+        || !require_tool(TEST, "curl", &["--version"], "curl")
+    {
+        return;
+    }
+    let _one = one_at_a_time();
+    let dir = TempDir::new("python");
+    let port = free_port();
+    fs::write(dir.path().join("server.py"), PYTHON_SERVER).expect("server.py");
+    let script = PYTHON_CLIENT
+        .replace("TRACE", TRACE_ID)
+        .replace("PARENT", PARENT_ID);
+    fs::write(dir.path().join("client.sh"), script).expect("client.sh");
+    let dir_arg = dir.path().display().to_string();
+    let port_arg = port.to_string();
+    let agent = start_recording(
+        dir.path(),
+        199,
+        &[
+            "env",
+            &format!("DIR={dir_arg}"),
+            &format!("PORT={port_arg}"),
+            "sh",
+            &format!("{dir_arg}/client.sh"),
+        ],
+    );
+    let output = wait_with_timeout(agent, AGENT_TIMEOUT, "profiler-agent record");
+    // The script ends by killing the server: sh exits 0, the agent with it.
+    let stderr = expect_success(TEST, &output);
+    let spans = read_spans(dir.path());
+    let counts = tally(&spans);
+    let report = format!("{}\ncounts: {counts:?}", http_summary(&stderr));
+
+    let client: HashMap<String, (i64, f64)> = fs::read_to_string(dir.path().join("client.txt"))
+        .expect("client.txt")
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let label = fields.next()?.to_string();
+            let status = fields.next()?.parse().ok()?;
+            let seconds = fields.next()?.parse().ok()?;
+            Some((label, (status, seconds)))
+        })
+        .collect();
+    assert_eq!(client.len(), 4, "client.txt: {client:?}");
+
+    // Every request once on each side: 1 readiness probe + 4 + 3 keep-alive.
+    for (name, status) in [
+        ("GET /ready", 200),
+        ("GET /sleep", 200),
+        ("GET /missing", 404),
+        ("GET /burn", 200),
+    ] {
+        let server = count(&counts, "server", "python3", name, status);
+        let curl = count(&counts, "client", "curl", name, status);
+        let expected = if name == "GET /sleep" { 2 } else { 1 };
+        assert_eq!((server, curl), (expected, expected), "{name}: {report}");
+    }
+    assert_eq!(
+        count(&counts, "server", "python3", "GET /a/{id}", 200),
+        3,
+        "{report}"
+    );
+    assert_eq!(
+        count(&counts, "client", "curl", "GET /a/{id}", 200),
+        3,
+        "{report}"
+    );
+
+    // The longest span of that kind for that path (two /sleep requests were made).
+    let find = |kind: &str, path: &str| -> &Value {
+        spans
+            .iter()
+            .filter(|s| s["kind"] == kind && attr(s, "url.path") == path)
+            .max_by(|a, b| duration_ms(a).total_cmp(&duration_ms(b)))
+            .unwrap_or_else(|| panic!("no {kind} span for {path}: {report}"))
+    };
+    // Durations: the server's span sits inside the client's measurement, and covers the sleep.
+    let (status, curl_seconds) = client["sleep"];
+    assert_eq!(status, 200);
+    let server_ms = duration_ms(find("server", "/sleep"));
+    let client_ms = duration_ms(find("client", "/sleep"));
+    assert!(
+        (300.0..=curl_seconds * 1000.0 + 1.0).contains(&server_ms),
+        "server span {server_ms} ms vs 300 ms of sleep and curl's {} ms",
+        curl_seconds * 1000.0
+    );
+    assert!(
+        server_ms <= client_ms && client_ms <= curl_seconds * 1000.0 + 1.0,
+        "client span {client_ms} ms should cover the server's {server_ms} ms and fit in curl's \
+         {} ms",
+        curl_seconds * 1000.0
+    );
+    // The incoming traceparent is honoured.
+    let traced = spans
+        .iter()
+        .find(|s| s["kind"] == "server" && s["trace_id"] == TRACE_ID)
+        .unwrap_or_else(|| panic!("no server span kept trace id {TRACE_ID}: {report}"));
+    assert_eq!(traced["parent_span_id"], PARENT_ID, "{traced}");
+    assert_eq!(attr(traced, "url.path"), "/sleep", "{traced}");
+    // Status codes and errors.
+    let missing = find("server", "/missing");
+    assert_eq!(
+        missing["status"], "ok",
+        "a 404 is not a server error: {missing}"
+    );
+    let missing_client = find("client", "/missing");
+    assert_eq!(missing_client["status"], "error", "{missing_client}");
+    assert_eq!(
+        attr(missing_client, "error.type"),
+        "404",
+        "{missing_client}"
+    );
+
+    // The CPU burnt while serving /burn is labelled with that span: 400 ms of thread CPU time.
+    let burn = find("server", "/burn");
+    let span_id = burn["span_id"].as_str().expect("span id");
+    let trace_id = burn["trace_id"].as_str().expect("trace id");
+    let (labelled_ns, labelled_samples) =
+        cpu_of_span(&dir.path().join("profile.pb.gz"), span_id, trace_id);
+    let labelled_ms = labelled_ns as f64 / 1e6;
+    println!(
+        "/burn: {labelled_samples} samples, {labelled_ms:.0} ms of CPU labelled with its span"
+    );
+    assert!(
+        (320.0..=480.0).contains(&labelled_ms),
+        "samples labelled with the /burn span add up to {labelled_ms:.0} ms \
+         ({labelled_samples} samples), expected 400 ms +- 20 %"
+    );
+}
+
+/// CPU nanoseconds and samples of the profile labelled with `span_id` (and `trace_id`).
+fn cpu_of_span(path: &Path, span_id: &str, trace_id: &str) -> (i64, i64) {
+    let bytes = fs::read(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    let profile = profiler_pprof::decode(&bytes).expect("a valid pprof");
+    let string = |index: i64| {
+        profile
+            .string_table
+            .get(usize::try_from(index).unwrap_or(usize::MAX))
+            .map_or("", String::as_str)
+    };
+    let cpu_index = profile
+        .sample_type
+        .iter()
+        .position(|t| string(t.r#type) == "cpu")
+        .expect("a cpu sample type");
+    let mut total = (0, 0);
+    for sample in &profile.sample {
+        let label = |key: &str| {
+            sample
+                .label
+                .iter()
+                .find(|l| string(l.key) == key)
+                .map(|l| string(l.str))
+        };
+        if label("span_id") == Some(span_id) {
+            assert_eq!(
+                label("trace_id"),
+                Some(trace_id),
+                "span and trace labels disagree"
+            );
+            total.0 += sample.value[cpu_index];
+            total.1 += sample.value[0];
+        }
+    }
+    total
+}
+
+const NODE_SERVER: &str = r#"
+const http = require("http");
+http.createServer((req, res) => {
+  const status = req.url.startsWith("/missing") ? 404 : 200;
+  res.writeHead(status, { "Content-Type": "text/plain" });
+  res.end("hello\n");
+}).listen(Number(process.argv[2]), "127.0.0.1");
+"#;
+
+#[test]
+fn node_server_requests_are_captured_exactly_once() {
+    const TEST: &str = "node_server_requests_are_captured_exactly_once";
+    if !require_sampler(TEST)
+        || !require_tool(TEST, "node", &["--version"], "nodejs")
+        || !require_tool(TEST, "h2load", &["--version"], "nghttp2-client")
+    {
+        return;
+    }
+    let _one = one_at_a_time();
+    let dir = TempDir::new("node");
+    let port = free_port();
+    let script = dir.path().join("server.js");
+    fs::write(&script, NODE_SERVER).expect("server.js");
+    let script_arg = script.display().to_string();
+    let mut agent = start_recording(dir.path(), 19, &["node", &script_arg, &port.to_string()]);
+    wait_for_port(port, &mut agent);
+    let base = format!("http://127.0.0.1:{port}");
+    let (ok, _) = h2load(&["--h1", "-n", "400", "-c", "4", &format!("{base}/items/42")]);
+    let (_, missing) = h2load(&["--h1", "-n", "50", "-c", "1", &format!("{base}/missing")]);
+    send_garbage(port);
+    let output = interrupt(agent);
+    // Node dies of the SIGTERM the agent sends it on Ctrl-C: the agent exits with 128 + 15.
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success() || output.status.code() == Some(143),
+        "the agent failed with {}:\n{stderr}",
+        output.status
+    );
+    let spans = read_spans(dir.path());
+    let counts = tally(&spans);
+    let report = format!("{}\ncounts: {counts:?}", http_summary(&stderr));
+    assert_eq!((ok, missing), (400, 50), "h2load itself failed");
+    let items = count(&counts, "server", "node", "GET /items/{id}", 200);
+    assert_eq!(items, ok, "{report}");
+    let missing_spans = count(&counts, "server", "node", "GET /missing", 404);
+    assert_eq!(missing_spans, missing, "{report}");
+    // Node answers the request cut before its end with a 400: a real exchange, so a span.
+    let cut = count(&counts, "server", "node", "GET /cut", 400);
+    assert!(cut <= 1, "{report}");
+    assert_eq!(spans.len() as u64, ok + missing + cut, "{report}");
+}

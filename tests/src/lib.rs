@@ -135,45 +135,61 @@ pub fn require_sampler(test: &str) -> bool {
 /// The `profiler-agent` binary, built once per test binary with the cargo that runs the tests.
 /// A failed build fails every test that needs the agent, with cargo's errors, without rebuilding.
 pub fn agent_binary() -> PathBuf {
-    static AGENT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let built = AGENT.get_or_init(|| {
-        let started = Instant::now();
-        let output = Command::new(env!("CARGO"))
-            .args(["build", "-p", "profiler-agent", "--bin", "profiler-agent"])
-            .current_dir(workspace_root())
-            .output()
-            .map_err(|error| format!("cannot run {}: {error}", env!("CARGO")))?;
-        if !output.status.success() {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            let errors: Vec<&str> = stderr
-                .lines()
-                .filter(|line| !line.trim_start().starts_with("Compiling "))
-                .collect();
-            return Err(format!(
-                "cargo build -p profiler-agent failed with {}:\n{}",
-                output.status,
-                errors.join("\n")
-            ));
-        }
-        let binary = target_dir().join("debug/profiler-agent");
-        if !binary.is_file() {
-            return Err(format!(
-                "cargo built profiler-agent but {} does not exist (is the target directory \
-                 configured elsewhere than $CARGO_TARGET_DIR?)",
-                binary.display()
-            ));
-        }
-        eprintln!(
-            "built {} in {:.1} s",
-            binary.display(),
-            started.elapsed().as_secs_f64()
-        );
-        Ok(binary)
-    });
+    workspace_binary("profiler-agent")
+}
+
+/// The `profiler-server` binary, built like [`agent_binary`].
+pub fn server_binary() -> PathBuf {
+    workspace_binary("profiler-server")
+}
+
+/// The binary of the workspace package `package` (named like it), built once per test binary.
+fn workspace_binary(package: &str) -> PathBuf {
+    static BUILT: Mutex<Option<HashMap<String, Result<PathBuf, String>>>> = Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(PoisonError::into_inner);
+    let built = built
+        .get_or_insert_with(HashMap::new)
+        .entry(package.to_string())
+        .or_insert_with(|| build_binary(package));
     match built {
         Ok(binary) => binary.clone(),
         Err(message) => panic!("{message}"),
     }
+}
+
+fn build_binary(package: &str) -> Result<PathBuf, String> {
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO"))
+        .args(["build", "-p", package, "--bin", package])
+        .current_dir(workspace_root())
+        .output()
+        .map_err(|error| format!("cannot run {}: {error}", env!("CARGO")))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|line| !line.trim_start().starts_with("Compiling "))
+            .collect();
+        return Err(format!(
+            "cargo build -p {package} failed with {}:\n{}",
+            output.status,
+            errors.join("\n")
+        ));
+    }
+    let binary = target_dir().join("debug").join(package);
+    if !binary.is_file() {
+        return Err(format!(
+            "cargo built {package} but {} does not exist (is the target directory configured \
+             elsewhere than $CARGO_TARGET_DIR?)",
+            binary.display()
+        ));
+    }
+    eprintln!(
+        "built {} in {:.1} s",
+        binary.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(binary)
 }
 
 /// The fixture `fixtures/<name>.c` compiled with `gcc -O2 -fno-omit-frame-pointer` (once per

@@ -588,3 +588,165 @@ fn node_server_requests_are_captured_exactly_once() {
     assert!(cut <= 1, "{report}");
     assert_eq!(spans.len() as u64, ok + missing + cut, "{report}");
 }
+
+/// `GET path` on 127.0.0.1:`port` with HTTP/1.0 (the server closes after the answer): the
+/// status and the body.
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
+        return (0, String::new());
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, body)| body.to_string());
+    (status, body)
+}
+
+/// Polls `check` every 250 ms until it returns `Some`, for at most 60 s.
+fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn run_sends_spans_red_metrics_and_linked_profiles_to_the_server() {
+    const TEST: &str = "run_sends_spans_red_metrics_and_linked_profiles_to_the_server";
+    if !require_sampler(TEST) || !require_tool(TEST, "python3", &["--version"], "python3") {
+        return;
+    }
+    let _one = one_at_a_time();
+    let dir = TempDir::new("run");
+    let (api_port, otlp_port, app_port) = (free_port(), free_port(), free_port());
+    let server = tests::Background::spawn(
+        &tests::server_binary(),
+        &[
+            "--data-dir".to_string(),
+            dir.path().join("data").display().to_string(),
+            "--listen".to_string(),
+            format!("127.0.0.1:{api_port}"),
+            "--otlp-listen".to_string(),
+            format!("127.0.0.1:{otlp_port}"),
+        ],
+    );
+    fs::write(dir.path().join("server.py"), PYTHON_SERVER).expect("server.py");
+    let app = tests::Background::spawn(
+        Path::new("python3"),
+        &[
+            dir.path().join("server.py").display().to_string(),
+            app_port.to_string(),
+        ],
+    );
+    eventually("the profiler server", || {
+        (http_get(api_port, "/readyz").0 == 200).then_some(())
+    });
+    eventually("the Python server", || {
+        TcpStream::connect((Ipv4Addr::LOCALHOST, app_port)).ok()
+    });
+    let mut agent = Command::new(agent_binary());
+    agent.args([
+        "run",
+        "--server",
+        &format!("http://127.0.0.1:{api_port}"),
+        "--otlp-endpoint",
+        &format!("http://127.0.0.1:{otlp_port}"),
+        "--pid",
+        &app.pid().to_string(),
+        "--service-name",
+        "pyapp",
+        "-F",
+        "199",
+        "--upload-interval",
+        "2",
+        "--metrics-interval",
+        "2",
+    ]);
+    let agent = spawn_captured(&mut agent);
+    // Warm up until the capture sees requests (the agent needs a moment to attach).
+    eventually("a first span on the server", || {
+        let _ = http_get(app_port, "/sleep?ms=1");
+        let (_, body) = http_get(
+            api_port,
+            "/api/v1/traces?service=pyapp&from=now-5m&until=now",
+        );
+        body.contains("trace_id").then_some(())
+    });
+    const COUNTED: u64 = 30;
+    for i in 0..COUNTED {
+        let (status, _) = http_get(app_port, &format!("/counted/{i}"));
+        assert_eq!(status, 200);
+    }
+    let (status, _) = http_get(app_port, "/burn?ms=300");
+    assert_eq!(status, 200);
+
+    // RED: the counted route's histograms add up to exactly the requests sent.
+    let red_count = || {
+        let (_, body) = http_get(
+            api_port,
+            "/api/v1/red?service=pyapp&route=/counted/{id}&from=now-10m&until=now%2B1m&step=10s",
+        );
+        let red: Value = serde_json::from_str(&body).ok()?;
+        let step = red["step_seconds"].as_f64()?;
+        let total: f64 = red["series"]
+            .as_array()?
+            .iter()
+            .filter(|s| s["route"] == "/counted/{id}" && s["kind"] == "server")
+            .flat_map(|s| s["points"].as_array().cloned().unwrap_or_default())
+            .map(|p| p["rate"].as_f64().unwrap_or(0.0) * step)
+            .sum();
+        Some(total.round() as u64)
+    };
+    let counted = eventually("RED metrics of every counted request", || {
+        red_count().filter(|&n| n >= COUNTED)
+    });
+    assert_eq!(
+        counted, COUNTED,
+        "RED counted {counted} requests, {COUNTED} were sent"
+    );
+
+    // The /burn span has profile samples: the server links the span to the CPU it burnt.
+    let (trace_id, samples) = eventually("the /burn trace with its profile samples", || {
+        let (_, body) = http_get(
+            api_port,
+            "/api/v1/traces?service=pyapp&route=/burn&from=now-10m&until=now%2B1m",
+        );
+        let traces: Value = serde_json::from_str(&body).ok()?;
+        let trace_id = traces["traces"].get(0)?["trace_id"].as_str()?.to_string();
+        let (_, body) = http_get(api_port, &format!("/api/v1/traces/{trace_id}"));
+        let trace: Value = serde_json::from_str(&body).ok()?;
+        let samples = trace["spans"].get(0)?["profile_samples"].as_u64()?;
+        (samples > 0).then_some((trace_id, samples))
+    });
+    // 300 ms of CPU at 199 Hz is about 60 samples; the profile may still be on its way.
+    println!("trace {trace_id}: {samples} samples linked to the /burn span");
+    assert!(
+        samples >= 20,
+        "only {samples} samples linked to the /burn span"
+    );
+
+    drop(app);
+    let output = interrupt(agent);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the agent failed:\n{stderr}");
+    assert!(stderr.contains("HTTP capture on"), "{stderr}");
+    drop(server);
+}

@@ -187,9 +187,14 @@ fn install_linker(llvm_major: u32, root: &Path) -> Result<()> {
 }
 
 /// Debian packages the tests drive, with a command that tells whether each is there: gcc builds
-/// the fixtures, `go tool pprof` reads our pprof, Chromium + chromedriver run the UI tests.
+/// the fixtures, `go tool pprof` reads our pprof, Chromium + chromedriver run the UI tests,
+/// nginx, Node, h2load and curl are the real servers and clients of the HTTP capture tests.
 const TEST_PACKAGES: &[(&str, &str, &[&str])] = &[
     ("gcc", "gcc", &["--version"]),
+    ("nginx-light", "nginx", &["-v"]),
+    ("nodejs", "node", &["--version"]),
+    ("nghttp2-client", "h2load", &["--version"]),
+    ("curl", "curl", &["--version"]),
     ("golang-go", "go", &["version"]),
     ("chromium", "chromium", &["--version"]),
     ("chromium-driver", "chromedriver", &["--version"]),

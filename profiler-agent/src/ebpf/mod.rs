@@ -421,7 +421,9 @@ mod tests {
     use std::mem::size_of;
 
     use profiler_common::{
-        COUNTS_MAX_ENTRIES, MAP_STACK_SCRATCH, PID_FILTER_MAX_ENTRIES, STACKS_MAX_ENTRIES,
+        ConnKey, HttpExchange, TraceCtx, COUNTS_MAX_ENTRIES, HTTP_CONNS_MAX_ENTRIES,
+        HTTP_EVENTS_BYTES, MAP_HTTP_CONNS, MAP_HTTP_EVENTS, MAP_STACK_SCRATCH, MAP_TRACES_CTX,
+        PID_FILTER_MAX_ENTRIES, STACKS_MAX_ENTRIES, TRACES_CTX_MAX_ENTRIES,
     };
 
     use super::*;
@@ -430,6 +432,8 @@ mod tests {
     const HASH: u32 = 1;
     const ARRAY: u32 = 2;
     const PERCPU_ARRAY: u32 = 6;
+    const LRU_HASH: u32 = 9;
+    const RINGBUF: u32 = 27;
 
     #[test]
     fn maps_scale_with_cpus_and_frequency() {
@@ -450,11 +454,15 @@ mod tests {
             return;
         }
         let object = aya_obj::Object::parse(EBPF_OBJECT).expect("the embedded object parses");
+        let http_programs = profiler_common::HTTP_PROGRAMS.iter().map(|(name, _)| *name);
         for program in [
             PROG_ON_CPU_SAMPLE,
             PROG_ON_PROCESS_FORK,
             PROG_ON_PROCESS_EXIT,
-        ] {
+        ]
+        .into_iter()
+        .chain(http_programs)
+        {
             assert!(
                 object.programs.contains_key(program),
                 "program {program} missing; found {:?}",
@@ -472,6 +480,21 @@ mod tests {
             (MAP_STACKS[1], HASH, 8, trace, STACKS_MAX_ENTRIES),
             (MAP_STACK_SCRATCH, PERCPU_ARRAY, 4, trace, 1),
             (MAP_STATS, PERCPU_ARRAY, 4, 8, Stat::COUNT),
+            (
+                MAP_TRACES_CTX,
+                LRU_HASH,
+                8,
+                size_of::<TraceCtx>() as u32,
+                TRACES_CTX_MAX_ENTRIES,
+            ),
+            (
+                MAP_HTTP_CONNS,
+                LRU_HASH,
+                size_of::<ConnKey>() as u32,
+                size_of::<HttpExchange>() as u32,
+                HTTP_CONNS_MAX_ENTRIES,
+            ),
+            (MAP_HTTP_EVENTS, RINGBUF, 0, 0, HTTP_EVENTS_BYTES),
         ];
         for (name, map_type, key_size, value_size, max_entries) in expected {
             let map = object

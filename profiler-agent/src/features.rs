@@ -52,6 +52,8 @@ pub struct Inputs {
     pub tracefs_mount: Option<&'static str>,
     /// `events/sched/sched_process_fork/id` exists under the tracefs mount.
     pub sched_fork_tracepoint: bool,
+    /// `syscalls:sys_enter_read` exists in tracefs (the HTTP capture's tracepoints).
+    pub syscall_tracepoints: bool,
     /// `/proc/filesystems`.
     pub filesystems: Option<String>,
     /// `/sys/bus/event_source/devices/uprobe/type` (the uprobe PMU).
@@ -82,6 +84,11 @@ impl Inputs {
             sched_fork_tracepoint: tracefs_mount.is_some_and(|mount| {
                 Path::new(mount)
                     .join("events/sched/sched_process_fork/id")
+                    .exists()
+            }),
+            syscall_tracepoints: tracefs_mount.is_some_and(|mount| {
+                Path::new(mount)
+                    .join("events/syscalls/sys_enter_read/id")
                     .exists()
             }),
             filesystems: text("/proc/filesystems"),
@@ -330,6 +337,33 @@ impl FeatureReport {
             },
         );
 
+        let ring_buffer = kernel.is_some_and(|(major, minor, _)| (major, minor) >= (5, 8));
+        push(
+            "http capture",
+            !confidentiality
+                && bpf
+                && perfmon
+                && ring_buffer
+                && (inputs.syscall_tracepoints || tracepoints_later),
+            if confidentiality {
+                "kernel lockdown (confidentiality) closes the syscall tracepoints".to_string()
+            } else if !(bpf && perfmon) {
+                "needs CAP_BPF and CAP_PERFMON for tracepoint programs".to_string()
+            } else if !ring_buffer {
+                "needs a BPF ring buffer (Linux 5.8)".to_string()
+            } else if inputs.syscall_tracepoints || tracepoints_later {
+                "HTTP/1.x spans and RED metrics from syscalls:sys_{enter,exit}_{read,write,...} \
+                 (no kprobes)"
+                    .to_string()
+            } else if inputs.tracefs_mount.is_some() {
+                "syscalls:* tracepoints are missing (kernel built without \
+                 CONFIG_FTRACE_SYSCALLS)"
+                    .to_string()
+            } else {
+                "no tracefs: the syscall tracepoints cannot be attached".to_string()
+            },
+        );
+
         let uprobe_pmu = inputs
             .uprobe_pmu_type
             .as_deref()
@@ -503,6 +537,7 @@ mod tests {
             kallsyms_first_line: Some("ffffffff81000000 T srso_alias_untrain_ret\n".to_string()),
             tracefs_mount: Some("/sys/kernel/tracing"),
             sched_fork_tracepoint: true,
+            syscall_tracepoints: true,
             filesystems: Some("nodev\tsysfs\nnodev\ttracefs\n\text4\n".to_string()),
             uprobe_pmu_type: Some("8\n".to_string()),
             lockdown: None,
@@ -600,6 +635,7 @@ mod tests {
         let report = FeatureReport::from_inputs(&inputs);
         assert!(report.get("cpu sampling").expect("sampling").on);
         assert!(report.get("deleted binaries").expect("deleted").on);
+        assert!(report.get("http capture").expect("http").on);
     }
 
     #[test]
@@ -608,6 +644,7 @@ mod tests {
         let mut inputs = this_vm();
         inputs.tracefs_mount = None;
         inputs.sched_fork_tracepoint = false;
+        inputs.syscall_tracepoints = false;
         let report = FeatureReport::from_inputs(&inputs);
         assert!(report.get("tracefs").expect("tracefs").on);
         assert!(report.get("tracepoints").expect("tracepoints").on);
@@ -626,6 +663,7 @@ mod tests {
         assert!(!report.get("tracefs").expect("tracefs").on);
         assert!(!report.get("lockdown").expect("lockdown").on);
         assert!(report.get("cpu sampling").expect("sampling").on);
+        assert!(!report.get("http capture").expect("http").on);
 
         // Debian 11's kernel: supported, with the memlock note.
         let mut inputs = this_vm();
@@ -636,13 +674,17 @@ mod tests {
             .clone();
         assert!(kernel.on);
         assert!(kernel.why.contains("RLIMIT_MEMLOCK"), "{}", kernel.why);
-        inputs.osrelease = Some("4.19.0-26-amd64".to_string());
         assert!(
-            !FeatureReport::from_inputs(&inputs)
-                .get("kernel")
-                .expect("kernel")
+            FeatureReport::from_inputs(&inputs)
+                .get("http capture")
+                .expect("http")
                 .on
         );
+        inputs.osrelease = Some("4.19.0-26-amd64".to_string());
+        let report = FeatureReport::from_inputs(&inputs);
+        assert!(!report.get("kernel").expect("kernel").on);
+        let http = report.get("http capture").expect("http");
+        assert!(!http.on && http.why.contains("5.8"), "{}", http.why);
 
         // No BTF, no uprobes.
         let mut inputs = this_vm();

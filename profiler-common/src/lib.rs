@@ -246,7 +246,13 @@ pub struct HttpExchange {
     pub request_len: u32,
     /// Bytes of `response` that are valid.
     pub response_len: u32,
-    pub _pad: u32,
+    /// A lone request byte read between exchanges, bit 8 set when valid: servers that poll the
+    /// connection with 1-byte reads (Go's net/http) split the next request's method.
+    pub carry: u32,
+    /// Kernel scratch space (the verifier needs a round trip through memory; see
+    /// `find_traceparent`).
+    pub scratch: u32,
+    pub _reserved: u32,
     /// When the capture started following this connection: with `pid` and `fd`, identifies it.
     pub conn_start_ns: u64,
     pub request_start_ns: u64,
@@ -254,6 +260,8 @@ pub struct HttpExchange {
     pub response_end_ns: u64,
     pub request_bytes: u64,
     pub response_bytes: u64,
+    /// When the `carry` byte was read.
+    pub carry_ns: u64,
     pub trace_id: [u8; 16],
     pub span_id: [u8; 8],
     /// The caller's span (from `traceparent`, or the server span of the client's thread); all
@@ -270,7 +278,7 @@ pub struct HttpExchange {
 
 impl HttpExchange {
     /// Bytes of the record before `request`: what MORE and CLOSE records carry.
-    pub const HEADER_BYTES: usize = 12 * 4 + 6 * 8 + 32 + COMM_LEN + RESPONSE_CAPTURE_BYTES;
+    pub const HEADER_BYTES: usize = 14 * 4 + 7 * 8 + 32 + COMM_LEN + RESPONSE_CAPTURE_BYTES;
 }
 
 /// A captured stack: `len` instruction pointers, innermost first; the rest of `frames` is zero.

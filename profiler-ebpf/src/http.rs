@@ -47,6 +47,9 @@ const DATA_IOV: u32 = 1;
 const DATA_MSG: u32 = 2;
 const DATA_NONE: u32 = 3;
 
+/// Bit of `HttpExchange::carry` saying it holds a byte.
+const CARRY_VALID: u32 = 1 << 8;
+
 /// Request bytes the exchange record can hold (the array is twice the guaranteed size so that
 /// an append at a bounded offset with a bounded length always fits, which is what the verifier
 /// checks).
@@ -303,8 +306,28 @@ fn try_on_data_exit(ctx: &TracePointContext, write: bool) -> Option<()> {
     if request_direction {
         if x.phase == http_phase::REQUEST && x.request_start_ns != 0 {
             append_request(x, buf, len, moved);
+        } else if x.carry & CARRY_VALID != 0 {
+            // The byte read alone before may start a request with these bytes.
+            let first = x.carry as u8;
+            x.carry = 0;
+            let joined = [
+                first, head[0], head[1], head[2], head[3], head[4], head[5], head[6],
+            ];
+            if !is_request_start(&joined, len + 1) {
+                count(Stat::HttpUnrecognized);
+                return None;
+            }
+            let at = x.carry_ns;
+            begin_request(x, pid_tgid, buf, len, moved, at, Some(first));
         } else if is_request_start(&head, len) {
-            begin_request(x, pid_tgid, buf, len, moved, sent_at);
+            begin_request(x, pid_tgid, buf, len, moved, sent_at, None);
+        } else if len == 1 && buf != 0 {
+            // Go's net/http polls an idle connection with 1-byte reads: keep the byte.
+            // SAFETY: a fault-safe read of one user byte.
+            let byte = unsafe { bpf_probe_read_user(buf as *const u8) }.ok()?;
+            x.carry = u32::from(byte) | CARRY_VALID;
+            x.carry_ns = sent_at;
+            return Some(());
         } else {
             count(Stat::HttpUnrecognized);
             return None;
@@ -383,6 +406,7 @@ fn new_connection(key: &ConnKey, role: u32, now: u64) -> Option<*mut HttpExchang
     t.fd = key.fd;
     t.phase = 0;
     t.seq = 0;
+    t.carry = 0;
     t.request_start_ns = 0;
     t.conn_start_ns = now;
     if HTTP_CONNS.insert(key, &*t, 0).is_err() {
@@ -392,9 +416,17 @@ fn new_connection(key: &ConnKey, role: u32, now: u64) -> Option<*mut HttpExchang
     HTTP_CONNS.get_ptr_mut(key)
 }
 
-/// Starts a new exchange with the first request bytes.
+/// Starts a new exchange with the first request bytes (after `carried`, a byte read earlier).
 #[inline(always)]
-fn begin_request(x: &mut HttpExchange, pid_tgid: u64, buf: u64, len: u64, moved: u64, at: u64) {
+fn begin_request(
+    x: &mut HttpExchange,
+    pid_tgid: u64,
+    buf: u64,
+    len: u64,
+    moved: u64,
+    at: u64,
+    carried: Option<u8>,
+) {
     if x.request_start_ns != 0 {
         x.seq += 1;
     }
@@ -407,24 +439,33 @@ fn begin_request(x: &mut HttpExchange, pid_tgid: u64, buf: u64, len: u64, moved:
     x.request_start_ns = at;
     x.response_start_ns = 0;
     x.response_end_ns = 0;
-    x.request_bytes = moved;
     x.response_bytes = 0;
     x.response_len = 0;
-    let n = if len > (REQUEST_BUF - 1) as u64 {
-        (REQUEST_BUF - 1) as u64
+    x.carry = 0;
+    let offset = match carried {
+        Some(byte) => {
+            x.request[0] = byte;
+            1
+        }
+        None => 0,
+    };
+    x.request_bytes = moved + offset as u64;
+    let n = if len > (REQUEST_BUF - 2) as u64 {
+        (REQUEST_BUF - 2) as u64
     } else {
         len
     };
-    // SAFETY: fault-safe copy of at most REQUEST_BUF - 1 bytes into the record's buffer.
+    // SAFETY: fault-safe copy of at most REQUEST_BUF - 2 bytes at offset 0 or 1 of the record's
+    // buffer.
     let copied = unsafe {
         probe_read_user(
-            x.request.as_mut_ptr().cast::<c_void>(),
+            x.request.as_mut_ptr().add(offset & 1).cast::<c_void>(),
             n as u32,
             buf as *const c_void,
         )
     };
-    x.request_len = if copied == 0 { n as u32 } else { 0 };
-    if moved > x.request_len as u64 {
+    x.request_len = if copied == 0 { (n + offset as u64) as u32 } else { 0 };
+    if x.request_bytes > x.request_len as u64 {
         x.flags |= http_flags::REQUEST_TRUNCATED;
     }
     count(Stat::HttpRequests);
@@ -528,6 +569,12 @@ fn start_response(
     count(Stat::HttpResponses);
     if x.role == http_role::SERVER {
         end_server_context(pid_tgid, &x.span_id);
+        // The response may come from another thread than the one that read the request
+        // (thread pools, Go's scheduler): that thread no longer serves this request either.
+        let reader = (pid_tgid & 0xffff_ffff_0000_0000) | u64::from(x.tid);
+        if reader != pid_tgid {
+            end_server_context(reader, &x.span_id);
+        }
     }
 }
 
@@ -582,7 +629,8 @@ fn try_on_connection_change(ctx: &TracePointContext) -> Option<()> {
     if x.phase == http_phase::REQUEST && x.request_start_ns != 0 {
         x.flags |= http_flags::NO_RESPONSE;
         if x.role == http_role::SERVER {
-            end_server_context(pid_tgid, &x.span_id);
+            let reader = (pid_tgid & 0xffff_ffff_0000_0000) | u64::from(x.tid);
+            end_server_context(reader, &x.span_id);
         }
     }
     x.kind = http_event::CLOSE;
@@ -670,10 +718,10 @@ fn find_traceparent(x: &mut HttpExchange) -> bool {
     // Round-trip the offset through the record so the verifier sees one unknown (masked) offset
     // instead of one constant per loop iteration, which would make it check the parsing below
     // once for each of them.
-    x._pad = found as u32;
+    x.scratch = found as u32;
     // SAFETY: a plain read of a field of the record.
-    let name = unsafe { core::ptr::read_volatile(&x._pad) } as usize & (REQUEST_BUF - 1);
-    x._pad = 0;
+    let name = unsafe { core::ptr::read_volatile(&x.scratch) } as usize & (REQUEST_BUF - 1);
+    x.scratch = 0;
     if !is_traceparent_name(x, name) {
         return false;
     }

@@ -750,3 +750,128 @@ fn run_sends_spans_red_metrics_and_linked_profiles_to_the_server() {
     assert!(stderr.contains("HTTP capture on"), "{stderr}");
     drop(server);
 }
+
+/// A Go net/http server: /burn spins for 200 ms of wall time, anything else says hi. Go's
+/// server reads the next request's first byte on its own (a background 1-byte read), which the
+/// capture must stitch back to the rest of the request.
+const GO_SERVER: &str = r#"package main
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"time"
+)
+
+//go:noinline
+func burn(d time.Duration) int {
+	end := time.Now().Add(d)
+	n := 0
+	for time.Now().Before(end) {
+		n++
+	}
+	return n
+}
+
+func main() {
+	http.HandleFunc("/burn", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%d\n", burn(200*time.Millisecond))
+	})
+	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "hi")
+	})
+	if err := http.ListenAndServe("127.0.0.1:"+os.Args[1], nil); err != nil {
+		panic(err)
+	}
+}
+"#;
+
+#[test]
+fn go_server_requests_and_their_cpu_are_captured() {
+    const TEST: &str = "go_server_requests_and_their_cpu_are_captured";
+    if !require_sampler(TEST)
+        || !require_tool(TEST, "go", &["version"], "golang-go")
+        || !require_tool(TEST, "h2load", &["--version"], "nghttp2-client")
+    {
+        return;
+    }
+    let _one = one_at_a_time();
+    let dir = TempDir::new("go");
+    fs::write(dir.path().join("main.go"), GO_SERVER).expect("main.go");
+    let binary = dir.path().join("gosrv");
+    let built = Command::new("go")
+        .arg("build")
+        .arg("-o")
+        .arg(&binary)
+        .arg(dir.path().join("main.go"))
+        .env("GOCACHE", tests::target_dir().join("tmp/go-cache"))
+        .env("GOPATH", tests::target_dir().join("tmp/go-path"))
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run go build: {error}"));
+    assert!(
+        built.status.success(),
+        "go build failed:\n{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let port = free_port();
+    let binary_arg = binary.display().to_string();
+    let mut agent = start_recording(dir.path(), 199, &[&binary_arg, &port.to_string()]);
+    wait_for_port(port, &mut agent);
+    let (ok, _) = h2load(&[
+        "--h1",
+        "-n",
+        "300",
+        "-c",
+        "3",
+        &format!("http://127.0.0.1:{port}/x"),
+    ]);
+    for _ in 0..2 {
+        assert_eq!(http_get(port, "/burn").0, 200);
+    }
+    let output = interrupt(agent);
+    // Go exits on SIGTERM with status 2 (its default handler); the agent passes that on.
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        stderr.contains("wrote "),
+        "the agent wrote nothing ({}):\n{stderr}",
+        output.status
+    );
+    let spans = read_spans(dir.path());
+    let counts = tally(&spans);
+    let report = format!("{}\ncounts: {counts:?}", http_summary(&stderr));
+    assert_eq!(ok, 300, "h2load itself failed");
+    assert_eq!(
+        count(&counts, "server", "gosrv", "GET /x", 200),
+        ok,
+        "{report}"
+    );
+    assert_eq!(
+        count(&counts, "server", "gosrv", "GET /burn", 200),
+        2,
+        "{report}"
+    );
+    assert!(
+        summary_has_no_losses(http_summary(&stderr)),
+        "requests went unseen: {report}"
+    );
+    for burn in spans.iter().filter(|s| s["name"] == "GET /burn") {
+        let (ns, samples) = cpu_of_span(
+            &dir.path().join("profile.pb.gz"),
+            burn["span_id"].as_str().expect("span id"),
+            burn["trace_id"].as_str().expect("trace id"),
+        );
+        let labelled_ms = ns as f64 / 1e6;
+        let span_ms = duration_ms(burn);
+        println!("/burn: span {span_ms:.0} ms, {samples} samples = {labelled_ms:.0} ms of CPU");
+        assert!(
+            (0.8 * span_ms..=1.2 * span_ms).contains(&labelled_ms),
+            "{labelled_ms:.0} ms of CPU labelled with a {span_ms:.0} ms /burn span ({samples} \
+             samples)"
+        );
+    }
+}
+
+/// The summary says nothing went unparsed and no read/write went unrecognized.
+fn summary_has_no_losses(summary: &str) -> bool {
+    summary.contains("without span: none") && summary.contains(" 0 unrecognized")
+}

@@ -149,7 +149,8 @@ impl Assembler {
                     .filter(|p| p.seq == x.seq && p.pipeline_index == x.pipeline_index);
                 match pending {
                     Some(pending) => {
-                        pending.span.end_unix_ns = clock.unix_ns(x.response_end_ns);
+                        let end = clock.unix_ns(x.response_end_ns);
+                        pending.span.end_unix_ns = end.max(pending.span.start_unix_ns);
                         pending.updated_ns = x.response_end_ns;
                     }
                     None => self.stats.orphan_records += 1,
@@ -656,5 +657,60 @@ mod tests {
         assert_eq!(split_host("[::1]"), Some(("::1", 80)));
         assert_eq!(split_host("host:notaport"), None);
         assert_eq!(split_host(""), None);
+    }
+
+    proptest::proptest! {
+        /// Records garbled any way (two threads racing on one socket can interleave the
+        /// kernel's updates) never panic the assembler, and every EXCHANGE ends as a span or a
+        /// counted reason.
+        #[test]
+        fn garbled_records_never_panic(
+            records in proptest::collection::vec(
+                (
+                    0u32..5,
+                    0u32..4,
+                    0u32..3,
+                    proptest::prelude::any::<u32>(),
+                    0u32..4,
+                    proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+                    proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+                    proptest::prelude::any::<[u64; 3]>(),
+                ),
+                1..20,
+            )
+        ) {
+            let mut assembler = Assembler::default();
+            let mut out = Vec::new();
+            let mut resource = resource();
+            let mut exchanges = 0;
+            for (kind, role, fd, flags, index, response, request, times) in records {
+                let mut x = record(kind, role, 0);
+                x.fd = fd;
+                x.flags = flags;
+                x.pipeline_index = index;
+                x.request_start_ns = times[0];
+                x.response_start_ns = times[1];
+                x.response_end_ns = times[2];
+                let n = response.len().min(RESPONSE_CAPTURE_BYTES);
+                x.response[..n].copy_from_slice(&response[..n]);
+                x.response_len = response.len() as u32;
+                x.request_len = request.len() as u32;
+                exchanges += u64::from(kind == http_event::EXCHANGE);
+                let record = ExchangeRecord { exchange: &x, request: &request };
+                assembler.push(&record, CLOCK, &mut resource, &mut out);
+            }
+            assembler.finish_all(&mut out);
+            let unparsed: u64 = assembler
+                .stats
+                .unparsed
+                .iter()
+                .filter(|(reason, _)| **reason != Unparsed::NoResponse)
+                .map(|(_, n)| n)
+                .sum();
+            proptest::prop_assert_eq!(out.len() as u64 + unparsed, exchanges);
+            for span in &out {
+                proptest::prop_assert!(span.end_unix_ns >= span.start_unix_ns);
+            }
+        }
     }
 }

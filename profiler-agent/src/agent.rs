@@ -20,6 +20,8 @@ pub struct Profiler {
     period_ns: u64,
     /// Start of the samples not yet taken, nanoseconds since the Unix epoch.
     window_start_ns: u64,
+    /// Distinct sample keys of the last drain (how full the counts map got).
+    last_drain_keys: usize,
 }
 
 /// Highest sampling frequency accepted: 10 kHz per CPU is already far past useful.
@@ -105,7 +107,13 @@ impl Profiler {
             symbolizer: Symbolizer::new(),
             period_ns: 1_000_000_000 / options.frequency_hz.max(1),
             window_start_ns: unix_now_ns(),
+            last_drain_keys: 0,
         })
+    }
+
+    /// How full the last drain left the counts map: (keys, capacity).
+    pub fn counts_fill(&self) -> (usize, u32) {
+        (self.last_drain_keys, self.sampler.counts_capacity())
     }
 
     /// Turns the HTTP capture on (see [`Sampler::start_http_capture`]).
@@ -119,7 +127,9 @@ impl Profiler {
         if let Some(watcher) = &mut self.watcher {
             self.collector.processes.apply(&watcher.read());
         }
-        self.collector.absorb(self.sampler.drain()?);
+        let drained = self.sampler.drain()?;
+        self.last_drain_keys = drained.counts.len();
+        self.collector.absorb(drained);
         Ok(())
     }
 

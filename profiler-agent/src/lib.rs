@@ -19,3 +19,4 @@ pub mod record;
 pub mod run;
 pub mod signals;
 pub mod symbolize;
+pub mod telemetry;

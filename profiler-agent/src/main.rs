@@ -107,6 +107,25 @@ struct RunArgs {
     /// Most spans waiting for the OTLP receiver; the oldest are dropped (and counted) past it.
     #[arg(long, value_name = "N", default_value_t = 65_536)]
     max_queued_spans: usize,
+
+    /// Serve the agent's own metrics (Prometheus text on /metrics) and its health (/healthz:
+    /// the main loop runs; /readyz: the sampler is attached) on ADDR; `off` to serve nothing.
+    /// Kubernetes probes need a reachable address such as 0.0.0.0:9464.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464", value_parser = parse_listen)]
+    telemetry_listen: Listen,
+}
+
+/// `--telemetry-listen`: an address, or `off`.
+#[derive(Clone, Debug)]
+struct Listen(Option<std::net::SocketAddr>);
+
+fn parse_listen(text: &str) -> Result<Listen, String> {
+    if text == "off" {
+        return Ok(Listen(None));
+    }
+    text.parse()
+        .map(|address| Listen(Some(address)))
+        .map_err(|_| format!("`{text}` is not an address like 0.0.0.0:9464 (or `off`)"))
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
@@ -220,6 +239,7 @@ fn main() -> ExitCode {
                 max_series_per_service: args.max_series_per_service,
                 max_queued_spans: args.max_queued_spans,
             }),
+            telemetry_listen: args.telemetry_listen.0,
         })
         .map(|()| 0),
     };

@@ -5,7 +5,9 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
+    net::SocketAddr,
     sync::atomic::Ordering,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -18,11 +20,12 @@ use crate::{
     encode::pprof,
     export::{
         http::{ServerUrl, Upload, Uploader},
-        otlp::{OtlpExporter, OtlpOptions},
+        otlp::{OtlpExporter, OtlpOptions, OtlpStats},
     },
     http_capture::{CaptureSinks, HttpCapture},
     metadata::Metadata,
     signals,
+    telemetry::{agent_page, AgentState, Telemetry},
 };
 
 /// How often the kernel maps are drained.
@@ -44,6 +47,8 @@ pub struct RunOptions {
     pub follow_children: bool,
     /// HTTP capture settings; `None` turns the capture off.
     pub http: Option<HttpOptions>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; `None`: nowhere.
+    pub telemetry_listen: Option<SocketAddr>,
 }
 
 /// What `run` does with the HTTP capture.
@@ -66,6 +71,16 @@ pub fn run(options: RunOptions) -> Result<()> {
         bail!("--upload-interval must be at least 1 s");
     }
     check_pids(&options.pids)?;
+    // Bound first, so the probes answer (503, starting) while the sampler loads.
+    let telemetry = options
+        .telemetry_listen
+        .and_then(|address| match Telemetry::start(address) {
+            Ok(telemetry) => Some(telemetry),
+            Err(error) => {
+                eprintln!("warning: no /metrics and health endpoint: {error:#}");
+                None
+            }
+        });
     signals::install();
     eprint!("{}", crate::features::probe());
     let mut profiler = Profiler::start(&SamplerOptions {
@@ -74,9 +89,9 @@ pub fn run(options: RunOptions) -> Result<()> {
         follow_children: options.follow_children,
     })
     .context("cannot start the CPU sampler")?;
-    let capture = match &options.http {
-        Some(http) => start_capture(&mut profiler, http, &url, &options),
-        None => None,
+    let (capture, otlp_stats) = match &options.http {
+        Some(http) => start_capture(&mut profiler, http, &url, &options).unzip(),
+        None => (None, None),
     };
     let uploader = Uploader::start(url, options.auth_token.clone(), options.max_queue_bytes);
     let mut metadata = Metadata::new();
@@ -103,6 +118,20 @@ pub fn run(options: RunOptions) -> Result<()> {
         let until_upload = next_upload.saturating_duration_since(Instant::now());
         signals::sleep(until_upload.min(DRAIN_INTERVAL));
         profiler.drain()?;
+        if let Some(telemetry) = &telemetry {
+            let kernel = profiler.kernel_stats().unwrap_or_default();
+            telemetry.update(agent_page(&AgentState {
+                kernel: &kernel,
+                read_errors: profiler.collector.read_errors,
+                counts_fill: profiler.counts_fill(),
+                samples_uploaded: uploaded_samples,
+                uploads: uploader.stats(),
+                upload_queue_capacity_bytes: options.max_queue_bytes,
+                capture: capture.as_ref().map(|c| &*c.counters),
+                otlp: otlp_stats.as_deref(),
+            }));
+            telemetry.set_ready();
+        }
         let stopping = signals::stop_requested();
         if Instant::now() >= next_upload || stopping {
             uploaded_samples +=
@@ -197,25 +226,27 @@ fn log_status(profiler: &Profiler, uploader: &Uploader, uploaded_samples: u64) {
     );
 }
 
-/// Starts the HTTP capture with its OTLP exporter. A failure turns the capture off with a
-/// message; profiling goes on (the agent runs with what works).
+/// Starts the HTTP capture with its OTLP exporter (and returns the exporter's counters). A
+/// failure turns the capture off with a message; profiling goes on (the agent runs with what
+/// works).
 fn start_capture(
     profiler: &mut Profiler,
     http: &HttpOptions,
     server: &ServerUrl,
     options: &RunOptions,
-) -> Option<HttpCapture> {
+) -> Option<(HttpCapture, Arc<OtlpStats>)> {
     let endpoint = http
         .otlp_endpoint
         .clone()
         .unwrap_or_else(|| format!("http://{}:{SERVER_OTLP_PORT}", server.host_for_url()));
-    let started = (|| -> Result<HttpCapture> {
+    let started = (|| -> Result<(HttpCapture, Arc<OtlpStats>)> {
         let mut otlp = OtlpOptions::new(endpoint.clone());
         otlp.auth_token = options.auth_token.clone();
         otlp.max_queued_spans = http.max_queued_spans;
         let exporter = OtlpExporter::start(otlp)?;
+        let stats = exporter.stats_handle();
         let events = profiler.start_http_capture()?;
-        HttpCapture::start(
+        let capture = HttpCapture::start(
             events,
             CaptureSinks {
                 otlp: Some(exporter),
@@ -224,12 +255,13 @@ fn start_capture(
                 max_series_per_service: http.max_series_per_service,
                 service_name: options.service_name.clone(),
             },
-        )
+        )?;
+        Ok((capture, stats))
     })();
     match started {
-        Ok(capture) => {
+        Ok(started) => {
             eprintln!("HTTP capture on: spans and RED metrics go to {endpoint} (OTLP/gRPC)");
-            Some(capture)
+            Some(started)
         }
         Err(error) => {
             eprintln!("warning: HTTP capture off: {error:#}");

@@ -637,6 +637,7 @@ fn run_sends_spans_red_metrics_and_linked_profiles_to_the_server() {
     let _one = one_at_a_time();
     let dir = TempDir::new("run");
     let (api_port, otlp_port, app_port) = (free_port(), free_port(), free_port());
+    let telemetry_port = free_port();
     let server = tests::Background::spawn(
         &tests::server_binary(),
         &[
@@ -679,8 +680,13 @@ fn run_sends_spans_red_metrics_and_linked_profiles_to_the_server() {
         "2",
         "--metrics-interval",
         "2",
+        "--telemetry-listen",
+        &format!("127.0.0.1:{telemetry_port}"),
     ]);
     let agent = spawn_captured(&mut agent);
+    eventually("the agent's readiness", || {
+        (http_get(telemetry_port, "/readyz").0 == 200).then_some(())
+    });
     // Warm up until the capture sees requests (the agent needs a moment to attach).
     eventually("a first span on the server", || {
         let _ = http_get(app_port, "/sleep?ms=1");
@@ -742,6 +748,33 @@ fn run_sends_spans_red_metrics_and_linked_profiles_to_the_server() {
         samples >= 20,
         "only {samples} samples linked to the /burn span"
     );
+
+    // The agent's own metrics count what it captured and sent.
+    let metric = |page: &str, name: &str| -> f64 {
+        page.lines()
+            .filter(|line| line.starts_with(name))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let page = eventually("the agent's metrics to count the spans sent", || {
+        let (status, page) = http_get(telemetry_port, "/metrics");
+        let sent = metric(&page, "profiler_agent_otlp_spans_sent_total");
+        (status == 200 && sent >= (COUNTED + 1) as f64).then_some(page)
+    });
+    assert!(
+        metric(&page, "profiler_agent_spans_total{kind=\"server\"}") >= (COUNTED + 1) as f64,
+        "{page}"
+    );
+    assert!(
+        metric(&page, "profiler_agent_samples_in_span_total") >= 20.0,
+        "{page}"
+    );
+    assert_eq!(
+        metric(&page, "profiler_agent_http_records_lost_total"),
+        0.0,
+        "{page}"
+    );
+    assert_eq!(http_get(telemetry_port, "/healthz").0, 200);
 
     drop(app);
     let output = interrupt(agent);

@@ -15,34 +15,49 @@
 //! KCHECK-RESULT PASS            (or: KCHECK-RESULT FAIL <reason>)
 //! ```
 //!
-//! Two checks run, each with its own sampler at [`FREQUENCY_HZ`]:
+//! Three checks run, each with its own sampler at [`FREQUENCY_HZ`]:
 //! 1. pid filter: sample only this process while it burns CPU in [`kernel_check_hot_loop`];
 //!    the hot function must come back symbolized, with `main` on its (frame-pointer) stack.
 //! 2. follow children: the same filter with `follow_children`, which attaches the
 //!    `sched_process_fork`/`sched_process_exit` tracepoints; a child process (this binary with
 //!    [`CHILD_ARG`]) and a thread it starts burn CPU, and their samples must arrive.
+//! 3. HTTP capture: attaches the capture's syscall tracepoint programs, then a child process
+//!    (this binary with [`HTTP_CHILD_ARG`]; the capture ignores the agent's own pid) runs a
+//!    loopback HTTP/1.1 server and client. Its exchanges must come back from both ends, the
+//!    first with the trace context of its `traceparent`, and samples of the server thread must
+//!    carry the span of the request it was serving. Two lines report it: `http_exchange` (the
+//!    records) and `http_span_link` (the samples).
 //!
-//! The tracepoint programs change only the pid filter, which the agent does not read back, so
+//! The tracepoint programs change only kernel maps, which the agent does not read back, so
 //! their run counts come from the kernel's BPF statistics ([`BpfStats`]).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fmt, fs,
     hint::black_box,
-    os::fd::{FromRawFd, OwnedFd},
-    process::{Command, ExitCode},
+    io::{IoSlice, IoSliceMut, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd},
+        unix::net::UnixStream,
+    },
+    process::{Child, Command, ExitCode, Stdio},
+    sync::mpsc,
     thread,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use profiler_agent::{
-    collect::Collector,
-    ebpf::{Sampler, SamplerError, SamplerOptions},
+    collect::{hex, Collector},
+    ebpf::{HttpEvents, HttpRecord, KernelStats, Sampler, SamplerError, SamplerOptions},
     profile::Profile,
     symbolize::Symbolizer,
 };
-use profiler_common::{Stat, PROG_ON_CPU_SAMPLE, PROG_ON_PROCESS_EXIT, PROG_ON_PROCESS_FORK};
+use profiler_common::{
+    http_event, http_flags, http_role, HttpExchange, Stat, HTTP_PROGRAMS, PROG_ON_CPU_SAMPLE,
+    PROG_ON_PROCESS_EXIT, PROG_ON_PROCESS_FORK,
+};
 
 /// Samples per second per CPU: high, so a short burn gives hundreds of samples.
 const FREQUENCY_HZ: u64 = 999;
@@ -57,12 +72,48 @@ const CHILD_ARG: &str = "--child-fixture";
 const CHILD_DRAIN_INTERVAL: Duration = Duration::from_millis(200);
 /// Name of the hot function as the symbolizer reports it (a suffix of the demangled path).
 const HOT_FUNCTION: &str = "kernel_check_hot_loop";
+/// First argument that turns this binary into the HTTP fixture of the HTTP capture check.
+const HTTP_CHILD_ARG: &str = "--http-fixture";
+/// Requests the HTTP fixture's client sends on one keep-alive connection.
+const HTTP_REQUESTS: usize = 3;
+/// Path of every request of the HTTP fixture.
+const HTTP_PATH: &str = "/check";
+/// CPU time the HTTP fixture's server burns per request, between reading it and answering:
+/// the time its samples carry the request's span.
+const REQUEST_BURN: Duration = Duration::from_millis(300);
+/// Trace id and parent id of the `traceparent` header on the first request (the W3C
+/// specification's example).
+const TRACEPARENT_TRACE_ID: [u8; 16] = [
+    0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36,
+];
+const TRACEPARENT_PARENT_ID: [u8; 8] = [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7];
+/// How often the HTTP check reads the capture's ring buffer: records arrive without a wake-up.
+const HTTP_POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// How long the HTTP fixture may run (it takes about a second) before it is killed.
+const HTTP_FIXTURE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Socket read timeout inside the HTTP fixture: a missing answer fails instead of hanging.
+const HTTP_IO_TIMEOUT: Duration = Duration::from_secs(20);
+/// Names of the HTTP check's report lines (checks over all of the capture's programs).
+const HTTP_EXCHANGE_CHECK: &str = "http_exchange";
+const HTTP_SPAN_LINK_CHECK: &str = "http_span_link";
+/// Longest program name the kernel keeps (`BPF_OBJ_NAME_LEN` minus the NUL).
+const KERNEL_PROG_NAME_LEN: usize = 15;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some(CHILD_ARG) {
         child_fixture();
         return ExitCode::SUCCESS;
+    }
+    if args.first().map(String::as_str) == Some(HTTP_CHILD_ARG) {
+        return match http_fixture() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                // The parent reads stdout and puts it into its report.
+                println!("error={error:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     if !args.is_empty() {
         eprintln!("usage: kernel-check (as root; prints KCHECK lines and a KCHECK-RESULT)");
@@ -80,6 +131,7 @@ fn main() -> ExitCode {
     for report in check_pid_filter(stats.as_ref())
         .into_iter()
         .chain(check_follow_children(stats.as_ref()))
+        .chain(check_http_capture(stats.as_ref()))
     {
         report.print();
         // A program never tried is not a failure of its own: the one before it failed.
@@ -249,6 +301,12 @@ fn start_failed(programs: &[&'static str], error: &SamplerError) -> Vec<ProgramR
             let loaded = !message.contains("BPF_PROG_LOAD");
             (programs.iter().position(|p| p == name).unwrap_or(0), loaded)
         }
+        SamplerError::Attach { name, .. } => {
+            (programs.iter().position(|p| p == name).unwrap_or(0), true)
+        }
+        SamplerError::Missing { name } => {
+            (programs.iter().position(|p| p == name).unwrap_or(0), false)
+        }
         SamplerError::PerfEvent { .. } => (
             programs
                 .iter()
@@ -261,6 +319,8 @@ fn start_failed(programs: &[&'static str], error: &SamplerError) -> Vec<ProgramR
     for report in &mut reports[..failed] {
         report.loaded = Step::Yes;
         report.attached = Step::Yes;
+        // Nothing ran to show data: the failure is the later program's, not theirs.
+        report.data = Step::Unknown;
     }
     let report = &mut reports[failed];
     report.loaded = if loaded { Step::Yes } else { Step::No };
@@ -548,6 +608,559 @@ fn run_child(sampler: &mut Sampler, collector: &mut Collector) -> Result<u32> {
     Ok(child.id())
 }
 
+/// Check 3: the HTTP capture. Attaches its programs next to a sampler whose pid filter holds
+/// only the HTTP fixture, runs the fixture, and checks its records and span-labelled samples.
+fn check_http_capture(bpf_stats: Option<&BpfStats>) -> Vec<ProgramReport> {
+    // Every other process stays out, this one included: it is the agent, which the capture
+    // ignores anyway. The fixture joins the filter once it runs.
+    let options = SamplerOptions {
+        frequency_hz: FREQUENCY_HZ,
+        pids: Some(Vec::new()),
+        follow_children: false,
+    };
+    match ensure_loopback_up() {
+        Ok(true) => println!("KCHECK-NOTE brought the loopback interface up (it was down)"),
+        Ok(false) => {}
+        Err(error) => println!("KCHECK-NOTE cannot bring the loopback interface up: {error:#}"),
+    }
+    let mut sampler = match Sampler::start(&options) {
+        Ok(sampler) => sampler,
+        Err(error) => return start_failed(&[PROG_ON_CPU_SAMPLE], &error),
+    };
+    let programs: Vec<&'static str> = HTTP_PROGRAMS.iter().map(|&(name, _)| name).collect();
+    let attaching = Instant::now();
+    let mut events = match sampler.start_http_capture() {
+        Ok(events) => events,
+        Err(error) => {
+            let mut reports = start_failed(&programs, &error);
+            reports.push(ProgramReport::new(HTTP_EXCHANGE_CHECK));
+            reports.push(ProgramReport::new(HTTP_SPAN_LINK_CHECK));
+            return reports;
+        }
+    };
+    let attach_ms = attaching.elapsed().as_millis();
+    let mut records = Vec::new();
+    let mut collector = Collector::default();
+    let run = run_http_fixture(&mut sampler, &mut events, &mut records, &mut collector);
+    let stats = sampler.stats();
+    // Read while the sampler still holds the programs open.
+    let runs = bpf_stats.map(BpfStats::programs);
+    drop(sampler);
+
+    let mut reports: Vec<ProgramReport> = programs
+        .iter()
+        .map(|&name| ProgramReport::running(name))
+        .collect();
+    // Each program must have run: the fixture makes every syscall they are attached to. If the
+    // fixture failed, that failure is reported (on http_exchange), not its consequences here.
+    match &runs {
+        Some(Ok(runs)) => {
+            for report in &mut reports {
+                let stats = program_stats(runs, report.program);
+                report.data = match (stats.runs > 0, run.is_ok()) {
+                    (true, _) => Step::Yes,
+                    (false, true) => Step::No,
+                    (false, false) => Step::Unknown,
+                };
+                report.detail("runs", stats.runs);
+                // The verifier's work, against its limit of 1 million: what loading costs.
+                if stats.verified_insns > 0 {
+                    report.detail("verified_insns", stats.verified_insns);
+                }
+            }
+        }
+        Some(Err(error)) => {
+            println!("KCHECK-NOTE cannot read BPF run counts: {error:#}");
+            reports.iter_mut().for_each(|r| r.data = Step::Unknown);
+        }
+        None => reports.iter_mut().for_each(|r| r.data = Step::Unknown),
+    }
+    if let Some(first) = reports.first_mut() {
+        first.detail("attach_ms", attach_ms);
+    }
+
+    let mut exchange = ProgramReport::running(HTTP_EXCHANGE_CHECK);
+    let mut span_link = ProgramReport::running(HTTP_SPAN_LINK_CHECK);
+    let fixture = match run.and_then(|fixture| Ok((fixture, stats?))) {
+        Ok(fixture) => fixture,
+        Err(error) => {
+            exchange.data = Step::No;
+            exchange.failure = Some(format!("{error:#}").lines().next().unwrap_or("").into());
+            exchange.error = Some(format!("{error:#}"));
+            reports.push(exchange);
+            return reports;
+        }
+    };
+    let (fixture, stats) = fixture;
+    let server_spans = check_http_records(&mut exchange, &fixture, &records, &events, &stats);
+    check_span_link(&mut span_link, &fixture, &server_spans, &collector, &stats);
+    reports.push(exchange);
+    reports.push(span_link);
+    reports
+}
+
+/// The kernel's statistics of `program`, which it knows by the first [`KERNEL_PROG_NAME_LEN`]
+/// bytes of its name.
+fn program_stats(programs: &HashMap<String, ProgramStats>, program: &str) -> ProgramStats {
+    let name = &program[..program.len().min(KERNEL_PROG_NAME_LEN)];
+    programs.get(name).copied().unwrap_or_default()
+}
+
+/// What the HTTP fixture reported about itself.
+struct HttpFixture {
+    pid: u32,
+    /// Thread id of its server thread.
+    server_tid: u32,
+}
+
+/// Starts the HTTP fixture, adds it to the pid filter, lets it run while reading the ring
+/// buffer and draining the sampler, and returns what it reported.
+fn run_http_fixture(
+    sampler: &mut Sampler,
+    events: &mut HttpEvents,
+    records: &mut Vec<HttpRecord>,
+    collector: &mut Collector,
+) -> Result<HttpFixture> {
+    let exe = std::env::current_exe().context("cannot find this executable")?;
+    let mut child = Command::new(&exe)
+        .arg(HTTP_CHILD_ARG)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start the HTTP fixture {}", exe.display()))?;
+    let run = drive_http_fixture(&mut child, sampler, events, records, collector);
+    if run.is_err() {
+        // Never leave it behind (it may wait for its go, or for a response).
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    run
+}
+
+fn drive_http_fixture(
+    child: &mut Child,
+    sampler: &mut Sampler,
+    events: &mut HttpEvents,
+    records: &mut Vec<HttpRecord>,
+    collector: &mut Collector,
+) -> Result<HttpFixture> {
+    let pid = child.id();
+    sampler
+        .add_pid(pid)
+        .context("cannot add the HTTP fixture to the pid filter")?;
+    // The fixture waits for this line, so all its traffic happens inside the filter.
+    let mut go = child
+        .stdin
+        .take()
+        .context("the HTTP fixture has no stdin")?;
+    go.write_all(b"go\n")
+        .context("cannot tell the HTTP fixture to start")?;
+    drop(go);
+    let start = Instant::now();
+    let mut drained_at = Instant::now();
+    let status = loop {
+        thread::sleep(HTTP_POLL_INTERVAL);
+        events.read(records);
+        if drained_at.elapsed() >= CHILD_DRAIN_INTERVAL {
+            collector.absorb(
+                sampler
+                    .drain()
+                    .context("draining while the HTTP fixture runs")?,
+            );
+            drained_at = Instant::now();
+        }
+        if let Some(status) = child.try_wait().context("waiting for the HTTP fixture")? {
+            break status;
+        }
+        if start.elapsed() > HTTP_FIXTURE_TIMEOUT {
+            bail!(
+                "the HTTP fixture did not finish within {} s",
+                HTTP_FIXTURE_TIMEOUT.as_secs()
+            );
+        }
+    };
+    events.read(records);
+    collector.absorb(
+        sampler
+            .drain()
+            .context("draining after the HTTP fixture exited")?,
+    );
+    let mut output = String::new();
+    child
+        .stdout
+        .take()
+        .context("the HTTP fixture has no stdout")?
+        .read_to_string(&mut output)
+        .context("cannot read the HTTP fixture's output")?;
+    if !status.success() {
+        bail!("the HTTP fixture failed ({status}): {}", output.trim());
+    }
+    let server_tid = output
+        .lines()
+        .find_map(|line| line.strip_prefix("server_tid="))
+        .and_then(|tid| tid.trim().parse().ok())
+        .with_context(|| format!("the HTTP fixture reported no server thread: {output:?}"))?;
+    Ok(HttpFixture { pid, server_tid })
+}
+
+/// Checks the records of the fixture's exchanges; returns the server exchanges' trace context
+/// (trace id, span id), in request order.
+fn check_http_records(
+    report: &mut ProgramReport,
+    fixture: &HttpFixture,
+    records: &[HttpRecord],
+    events: &HttpEvents,
+    stats: &KernelStats,
+) -> Vec<([u8; 16], [u8; 8])> {
+    let exchanges: Vec<&HttpRecord> = records
+        .iter()
+        .filter(|r| r.exchange.kind == http_event::EXCHANGE)
+        .collect();
+    let of_role = |role: u32| -> Vec<&HttpRecord> {
+        exchanges
+            .iter()
+            .copied()
+            .filter(|r| r.exchange.role == role && r.exchange.pid == fixture.pid)
+            .collect()
+    };
+    let mut servers = of_role(http_role::SERVER);
+    servers.sort_by_key(|r| r.exchange.request_start_ns);
+    let clients = of_role(http_role::CLIENT);
+    let answered = |r: &HttpRecord| {
+        status_code(&r.exchange) == Some(200) && request_path(&r.request) == Some(HTTP_PATH)
+    };
+    let server_ok = servers.iter().filter(|r| answered(r)).count();
+    let client_ok = clients.iter().filter(|r| answered(r)).count();
+    report.data = if exchanges.is_empty() {
+        Step::No
+    } else {
+        Step::Yes
+    };
+    report.detail("records", records.len());
+    report.detail("exchange_records", exchanges.len());
+    report.detail("server_exchanges", servers.len());
+    report.detail("client_exchanges", clients.len());
+    report.require(
+        "server_exchanges_ok",
+        servers.len() == HTTP_REQUESTS && server_ok == HTTP_REQUESTS,
+    );
+    report.require(
+        "client_exchanges_ok",
+        clients.len() == HTTP_REQUESTS && client_ok == HTTP_REQUESTS,
+    );
+    report.require(
+        "server_thread_seen",
+        servers.iter().all(|r| r.exchange.tid == fixture.server_tid),
+    );
+    // The first request carried the traceparent: its server span continues that trace.
+    let first = servers.first().map(|r| &r.exchange);
+    report.detail(
+        "first_trace_id",
+        first.map_or_else(|| "none".to_string(), |x| hex(&x.trace_id)),
+    );
+    report.require(
+        "traceparent_trace_id",
+        first.is_some_and(|x| x.trace_id == TRACEPARENT_TRACE_ID),
+    );
+    report.require(
+        "traceparent_parent_id",
+        first.is_some_and(|x| {
+            x.parent_span_id == TRACEPARENT_PARENT_ID && x.flags & http_flags::TRACEPARENT != 0
+        }),
+    );
+    report.detail("http_requests", stats.get(Stat::HttpRequests));
+    report.detail("http_responses", stats.get(Stat::HttpResponses));
+    report.detail("http_traceparents", stats.get(Stat::HttpTraceparents));
+    report.detail("http_events_lost", stats.get(Stat::HttpEventsLost));
+    report.detail("http_conns_full", stats.get(Stat::HttpConnsFull));
+    report.detail("http_args_full", stats.get(Stat::HttpArgsFull));
+    report.detail("http_unrecognized", stats.get(Stat::HttpUnrecognized));
+    report.detail("malformed_records", events.malformed);
+    report.require("no_events_lost", stats.get(Stat::HttpEventsLost) == 0);
+    servers
+        .iter()
+        .map(|r| (r.exchange.trace_id, r.exchange.span_id))
+        .collect()
+}
+
+/// Checks that samples of the server thread carry the span of the request it was serving.
+fn check_span_link(
+    report: &mut ProgramReport,
+    fixture: &HttpFixture,
+    server_spans: &[([u8; 16], [u8; 8])],
+    collector: &Collector,
+    stats: &KernelStats,
+) {
+    let mut server_samples = 0;
+    let mut linked = 0;
+    let mut foreign = 0;
+    let mut spans_sampled = HashSet::new();
+    for (sample, &count) in &collector.samples {
+        if sample.pid != fixture.pid {
+            continue;
+        }
+        let server = sample.tid == fixture.server_tid;
+        if server {
+            server_samples += count;
+        }
+        let Some(span) = sample.span else {
+            continue;
+        };
+        if server && server_spans.contains(&(span.trace_id, span.span_id)) {
+            linked += count;
+            spans_sampled.insert(span.span_id);
+        } else {
+            foreign += count;
+        }
+    }
+    report.data = if server_samples > 0 {
+        Step::Yes
+    } else {
+        Step::No
+    };
+    report.detail("server_thread_samples", server_samples);
+    report.detail("span_samples", linked);
+    report.detail(
+        "spans_sampled",
+        format!("{}/{}", spans_sampled.len(), server_spans.len()),
+    );
+    // Samples labelled with a span no server exchange has (or on another thread).
+    report.detail("unmatched_span_samples", foreign);
+    report.detail("kernel_samples_in_span", stats.get(Stat::SamplesInSpan));
+    report.require("span_linked", linked > 0);
+}
+
+/// The status code of the response's status line (`HTTP/1.1 200 OK`).
+fn status_code(exchange: &HttpExchange) -> Option<u16> {
+    let len = (exchange.response_len as usize).min(exchange.response.len());
+    let line = std::str::from_utf8(exchange.response.get(..len)?).ok()?;
+    line.strip_prefix("HTTP/1.")?
+        .get(2..5)
+        .and_then(|code| code.parse().ok())
+}
+
+/// The path of the request line (`GET /check HTTP/1.1`).
+fn request_path(request: &[u8]) -> Option<&str> {
+    let line = request.split(|&b| b == b'\r').next()?;
+    std::str::from_utf8(line).ok()?.split(' ').nth(1)
+}
+
+/// The HTTP fixture: a server thread and a client on one keep-alive loopback connection. Prints
+/// `server_tid=<tid>`, waits for a line on stdin (the parent adds it to the pid filter first),
+/// then sends [`HTTP_REQUESTS`] requests, the first with a `traceparent`; the server burns
+/// [`REQUEST_BURN`] of CPU on each before it answers.
+fn http_fixture() -> Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("cannot listen on 127.0.0.1")?;
+    let address = listener
+        .local_addr()
+        .context("cannot read the listening address")?;
+    let (tid_sender, tid) = mpsc::channel();
+    let server = thread::Builder::new()
+        .name("kcheck-server".to_string())
+        .spawn(move || {
+            // SAFETY: gettid has no arguments and cannot fail.
+            let _ = tid_sender.send(unsafe { libc::gettid() });
+            serve(&listener)
+        })
+        .context("cannot start the server thread")?;
+    let tid = tid.recv().context("the server thread ended at once")?;
+    println!("server_tid={tid}");
+    let mut go = String::new();
+    std::io::stdin()
+        .read_line(&mut go)
+        .context("cannot read the go line")?;
+    ensure!(go.trim() == "go", "expected `go` on stdin, got {go:?}");
+
+    other_data_syscalls()?;
+    // On failure, return at once: the server thread may still wait in accept (exiting ends it).
+    request_all(address)?;
+    server
+        .join()
+        .map_err(|_| anyhow::anyhow!("the server thread panicked"))?
+}
+
+/// Serves [`HTTP_REQUESTS`] requests on the first connection.
+fn serve(listener: &TcpListener) -> Result<()> {
+    let (mut stream, _) = listener.accept().context("accept failed")?;
+    stream
+        .set_read_timeout(Some(HTTP_IO_TIMEOUT))
+        .context("cannot set a read timeout")?;
+    let mut buf = [0u8; 2048];
+    for index in 0..HTTP_REQUESTS {
+        let mut len = 0;
+        while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+            ensure!(
+                len < buf.len(),
+                "request {index} is larger than {} bytes",
+                buf.len()
+            );
+            let n = stream
+                .read(&mut buf[len..])
+                .with_context(|| format!("reading request {index}"))?;
+            ensure!(
+                n > 0,
+                "the client closed the connection before request {index}"
+            );
+            len += n;
+        }
+        black_box(handle_request());
+        stream
+            .write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok",
+            )
+            .with_context(|| format!("writing response {index}"))?;
+    }
+    Ok(())
+}
+
+/// What the server does for a request: burn CPU (its samples carry the request's span).
+#[inline(never)]
+fn handle_request() -> u64 {
+    burn(REQUEST_BURN)
+}
+
+/// The client: [`HTTP_REQUESTS`] requests on one connection, each answered before the next.
+fn request_all(address: SocketAddr) -> Result<()> {
+    let mut stream = TcpStream::connect_timeout(&address, HTTP_IO_TIMEOUT)
+        .with_context(|| format!("cannot connect to the server on {address}"))?;
+    stream
+        .set_read_timeout(Some(HTTP_IO_TIMEOUT))
+        .context("cannot set a read timeout")?;
+    for index in 0..HTTP_REQUESTS {
+        let traceparent = if index == 0 {
+            format!(
+                "traceparent: 00-{}-{}-01\r\n",
+                hex(&TRACEPARENT_TRACE_ID),
+                hex(&TRACEPARENT_PARENT_ID)
+            )
+        } else {
+            String::new()
+        };
+        let request = format!(
+            "GET {HTTP_PATH} HTTP/1.1\r\nHost: {address}\r\n{traceparent}Accept: */*\r\n\r\n"
+        );
+        stream
+            .write_all(request.as_bytes())
+            .with_context(|| format!("writing request {index}"))?;
+        read_response(&mut stream).with_context(|| format!("reading response {index}"))?;
+    }
+    Ok(())
+}
+
+/// Reads one `200` response with a `Content-Length` body.
+fn read_response(stream: &mut TcpStream) -> Result<()> {
+    let mut buf = [0u8; 1024];
+    let mut len = 0;
+    loop {
+        let text = String::from_utf8_lossy(&buf[..len]);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            ensure!(
+                head.starts_with("HTTP/1.1 200 "),
+                "unexpected response {head:?}"
+            );
+            let length: usize = head
+                .lines()
+                .find_map(|line| line.strip_prefix("Content-Length: "))
+                .and_then(|value| value.trim().parse().ok())
+                .context("the response has no Content-Length")?;
+            if body.len() >= length {
+                return Ok(());
+            }
+        }
+        ensure!(
+            len < buf.len(),
+            "the response is larger than {} bytes",
+            buf.len()
+        );
+        let n = stream.read(&mut buf[len..]).context("read failed")?;
+        ensure!(n > 0, "the server closed the connection");
+        len += n;
+    }
+}
+
+/// Makes the data syscalls the exchange does not (`writev`/`readv`, `sendmsg`/`recvmsg`,
+/// `sendfile`) on a socket pair, so each HTTP program runs at least once.
+fn other_data_syscalls() -> Result<()> {
+    let (mut a, mut b) = UnixStream::pair().context("cannot create a socket pair")?;
+    let mut buf = [0u8; 64];
+    a.write_vectored(&[IoSlice::new(b"writev")])
+        .context("writev failed")?;
+    b.read_vectored(&mut [IoSliceMut::new(&mut buf)])
+        .context("readv failed")?;
+
+    // std has no stable sendmsg/recvmsg.
+    let mut data = *b"sendmsg";
+    message_syscall("sendmsg", &mut data, |message| {
+        // SAFETY: `message` points to one iovec over `data`, both alive for the call.
+        unsafe { libc::sendmsg(a.as_raw_fd(), message, 0) }
+    })?;
+    message_syscall("recvmsg", &mut buf, |message| {
+        // SAFETY: as above, with the iovec over `buf`, which the kernel writes.
+        unsafe { libc::recvmsg(b.as_raw_fd(), message, 0) }
+    })?;
+
+    let file = fs::File::open("/proc/self/exe").context("cannot open /proc/self/exe")?;
+    // SAFETY: both fds are open for the call; a null offset uses (and moves) the file position.
+    let sent = unsafe { libc::sendfile(a.as_raw_fd(), file.as_raw_fd(), std::ptr::null_mut(), 16) };
+    if sent < 0 {
+        return Err(std::io::Error::last_os_error()).context("sendfile failed");
+    }
+    Ok(())
+}
+
+/// Brings the loopback interface up when it is down, as the guests' `/init` leaves it (the HTTP
+/// fixture talks over 127.0.0.1). Returns whether it changed anything.
+fn ensure_loopback_up() -> Result<bool> {
+    // SAFETY: socket takes no pointers.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("cannot open a socket for ioctl");
+    }
+    // SAFETY: the kernel just returned this fd; nothing else owns it.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: an all-zero ifreq is valid (an empty name, zero flags).
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (to, &from) in request.ifr_name.iter_mut().zip(b"lo") {
+        *to = from as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads the name of and writes the flags into a valid ifreq.
+    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) } < 0 {
+        return Err(std::io::Error::last_os_error()).context("SIOCGIFFLAGS on lo failed");
+    }
+    // SAFETY: the union member SIOCGIFFLAGS just wrote.
+    let flags = unsafe { request.ifr_ifru.ifru_flags };
+    let up = libc::IFF_UP as libc::c_short;
+    if flags & up != 0 {
+        return Ok(false);
+    }
+    request.ifr_ifru.ifru_flags = flags | up;
+    // SAFETY: SIOCSIFFLAGS reads a valid ifreq.
+    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &request) } < 0 {
+        return Err(std::io::Error::last_os_error()).context("SIOCSIFFLAGS on lo failed");
+    }
+    Ok(true)
+}
+
+/// Calls `syscall` with a `msghdr` whose one iovec covers `data`.
+fn message_syscall(
+    name: &str,
+    data: &mut [u8],
+    syscall: impl FnOnce(&mut libc::msghdr) -> isize,
+) -> Result<()> {
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: an all-zero msghdr is valid: no address, no control data, no iovecs.
+    let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+    message.msg_iov = &mut iov;
+    message.msg_iovlen = 1;
+    if syscall(&mut message) < 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("{name} failed"));
+    }
+    Ok(())
+}
+
 /// The kernel's per-program statistics (`run_cnt` of `bpf_prog_info`), enabled with
 /// `BPF_ENABLE_STATS` for as long as this value lives (kernels >= 5.8).
 ///
@@ -564,8 +1177,10 @@ const BPF_ENABLE_STATS: libc::c_long = 32;
 const BPF_STATS_RUN_TIME: u32 = 0;
 const PROG_INFO_NAME: usize = 64;
 const PROG_INFO_RUN_CNT: usize = 200;
-/// Large enough for every field up to `run_cnt` (the kernel copies what both sides know).
-const PROG_INFO_LEN: usize = 208;
+/// `verified_insns` (kernels >= 5.16; older ones leave it zero).
+const PROG_INFO_VERIFIED_INSNS: usize = 216;
+/// Large enough for every field up to `verified_insns` (the kernel copies what both sides know).
+const PROG_INFO_LEN: usize = 224;
 
 /// Calls `bpf(cmd, attr)` with a zero-padded `union bpf_attr`.
 fn bpf(cmd: libc::c_long, attr: &mut [u64; 18]) -> std::io::Result<libc::c_long> {
@@ -599,7 +1214,16 @@ impl BpfStats {
 
     /// Run counts of the programs this process holds open, by name.
     fn run_counts(&self) -> Result<HashMap<String, u64>> {
-        let mut runs = HashMap::new();
+        let programs = self.programs()?;
+        Ok(programs
+            .into_iter()
+            .map(|(name, p)| (name, p.runs))
+            .collect())
+    }
+
+    /// What the kernel reports about the programs this process holds open, by name.
+    fn programs(&self) -> Result<HashMap<String, ProgramStats>> {
+        let mut programs: HashMap<String, ProgramStats> = HashMap::new();
         for entry in fs::read_dir("/proc/self/fd").context("cannot list /proc/self/fd")? {
             let entry = entry.context("cannot list /proc/self/fd")?;
             let is_prog = fs::read_link(entry.path())
@@ -625,15 +1249,79 @@ impl BpfStats {
             let name = String::from_utf8_lossy(&name[..len]).into_owned();
             let mut run_cnt = [0u8; 8];
             run_cnt.copy_from_slice(&info[PROG_INFO_RUN_CNT..PROG_INFO_RUN_CNT + 8]);
-            *runs.entry(name).or_default() += u64::from_ne_bytes(run_cnt);
+            let mut verified_insns = [0u8; 4];
+            verified_insns
+                .copy_from_slice(&info[PROG_INFO_VERIFIED_INSNS..PROG_INFO_VERIFIED_INSNS + 4]);
+            let program = programs.entry(name).or_default();
+            program.runs += u64::from_ne_bytes(run_cnt);
+            program.verified_insns = program
+                .verified_insns
+                .max(u32::from_ne_bytes(verified_insns));
         }
-        Ok(runs)
+        Ok(programs)
     }
+}
+
+/// What the kernel reports about one loaded program.
+#[derive(Clone, Copy, Debug, Default)]
+struct ProgramStats {
+    /// Times it ran while statistics were enabled.
+    runs: u64,
+    /// Instructions the verifier processed to accept it (the limit is 1 million); 0 on kernels
+    /// before 5.16, which do not report it.
+    verified_insns: u32,
 }
 
 #[cfg(test)]
 mod tests {
-    use super::short_reason;
+    use super::*;
+
+    #[test]
+    fn blames_the_program_that_failed_to_start() {
+        let programs: Vec<&'static str> = HTTP_PROGRAMS.iter().map(|&(name, _)| name).collect();
+        let error = SamplerError::Missing {
+            name: "on_read_exit".to_string(),
+        };
+        let reports = start_failed(&programs, &error);
+        let failed = programs
+            .iter()
+            .position(|&p| p == "on_read_exit")
+            .expect("on_read_exit is an HTTP program");
+        for report in &reports[..failed] {
+            assert_eq!(
+                (report.loaded, report.attached, report.data),
+                (Step::Yes, Step::Yes, Step::Unknown)
+            );
+            assert_eq!(report.failure(), None, "{}", report.program);
+        }
+        let report = &reports[failed];
+        assert_eq!(report.loaded, Step::No);
+        assert!(report
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("on_read_exit")));
+        assert!(report.failure().is_some());
+        for report in &reports[failed + 1..] {
+            assert_eq!(report.loaded, Step::NotTried, "{}", report.program);
+        }
+    }
+
+    #[test]
+    fn reads_status_codes_and_paths() {
+        // SAFETY: all-zero is a valid HttpExchange (integers and byte arrays).
+        let mut exchange: HttpExchange = unsafe { std::mem::zeroed() };
+        let status = b"HTTP/1.1 200 OK\r\nContent-Le";
+        exchange.response[..status.len()].copy_from_slice(status);
+        exchange.response_len = status.len() as u32;
+        assert_eq!(status_code(&exchange), Some(200));
+        exchange.response_len = 11;
+        assert_eq!(status_code(&exchange), None, "cut inside the code");
+        assert_eq!(
+            request_path(b"GET /check HTTP/1.1\r\nHost: x\r\n"),
+            Some("/check")
+        );
+        assert_eq!(request_path(b"GET"), None);
+    }
 
     #[test]
     fn names_the_verifier_verdict() {

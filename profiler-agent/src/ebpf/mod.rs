@@ -136,6 +136,8 @@ pub struct Sampler {
     counts: [HashMap<MapData, SampleKey, u64>; 2],
     stacks: [HashMap<MapData, u64, StackTrace>; 2],
     stats: PerCpuArray<MapData, u64>,
+    /// Entries of each counts map.
+    counts_capacity: u32,
 }
 
 impl Sampler {
@@ -216,6 +218,7 @@ impl Sampler {
             counts,
             stacks,
             stats,
+            counts_capacity: capacity,
         })
     }
 
@@ -281,6 +284,11 @@ impl Sampler {
             let _ = stacks.remove(&id);
         }
         Ok(drained)
+    }
+
+    /// Entries each counts map holds (a drain interval's distinct sample keys must fit).
+    pub fn counts_capacity(&self) -> u32 {
+        self.counts_capacity
     }
 
     /// The kernel's counters, summed over CPUs.

@@ -1,5 +1,5 @@
 //! `cargo xtask kernel-matrix`: boots Debian's 5.10, 6.1 and 6.12 kernels under QEMU and checks
-//! that the CPU sampler's programs load, attach and produce data on each.
+//! that the CPU sampler's and the HTTP capture's programs load, attach and produce data on each.
 //!
 //! Inside every guest runs `kernel-check` (`profiler-agent/src/bin/kernel-check.rs`): the
 //! agent's own loading code with the same embedded eBPF object, built statically so the guest
@@ -148,15 +148,22 @@ pub fn run(args: KernelMatrixArgs) -> Result<()> {
 
 /// One row per kernel and program, then one verdict per kernel.
 fn print_summary(outcomes: &[Outcome]) {
+    let width = outcomes
+        .iter()
+        .flat_map(|o| &o.programs)
+        .map(|p| p.field("program").len())
+        .max()
+        .unwrap_or(0)
+        .max("program".len());
     println!();
     println!(
-        "{:<6} {:<16} {:<9} {:<9} {:<9} kernel release",
+        "{:<6} {:<width$} {:<9} {:<9} {:<9} kernel release",
         "kernel", "program", "loaded", "attached", "data"
     );
     for outcome in outcomes {
         for program in &outcome.programs {
             println!(
-                "{:<6} {:<16} {:<9} {:<9} {:<9} {}",
+                "{:<6} {:<width$} {:<9} {:<9} {:<9} {}",
                 outcome.kernel.name,
                 program.field("program"),
                 program.field("loaded"),

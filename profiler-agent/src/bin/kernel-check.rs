@@ -618,11 +618,6 @@ fn check_http_capture(bpf_stats: Option<&BpfStats>) -> Vec<ProgramReport> {
         pids: Some(Vec::new()),
         follow_children: false,
     };
-    match ensure_loopback_up() {
-        Ok(true) => println!("KCHECK-NOTE brought the loopback interface up (it was down)"),
-        Ok(false) => {}
-        Err(error) => println!("KCHECK-NOTE cannot bring the loopback interface up: {error:#}"),
-    }
     let mut sampler = match Sampler::start(&options) {
         Ok(sampler) => sampler,
         Err(error) => return start_failed(&[PROG_ON_CPU_SAMPLE], &error),
@@ -1106,39 +1101,6 @@ fn other_data_syscalls() -> Result<()> {
         return Err(std::io::Error::last_os_error()).context("sendfile failed");
     }
     Ok(())
-}
-
-/// Brings the loopback interface up when it is down, as the guests' `/init` leaves it (the HTTP
-/// fixture talks over 127.0.0.1). Returns whether it changed anything.
-fn ensure_loopback_up() -> Result<bool> {
-    // SAFETY: socket takes no pointers.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error()).context("cannot open a socket for ioctl");
-    }
-    // SAFETY: the kernel just returned this fd; nothing else owns it.
-    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: an all-zero ifreq is valid (an empty name, zero flags).
-    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (to, &from) in request.ifr_name.iter_mut().zip(b"lo") {
-        *to = from as libc::c_char;
-    }
-    // SAFETY: SIOCGIFFLAGS reads the name of and writes the flags into a valid ifreq.
-    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) } < 0 {
-        return Err(std::io::Error::last_os_error()).context("SIOCGIFFLAGS on lo failed");
-    }
-    // SAFETY: the union member SIOCGIFFLAGS just wrote.
-    let flags = unsafe { request.ifr_ifru.ifru_flags };
-    let up = libc::IFF_UP as libc::c_short;
-    if flags & up != 0 {
-        return Ok(false);
-    }
-    request.ifr_ifru.ifru_flags = flags | up;
-    // SAFETY: SIOCSIFFLAGS reads a valid ifreq.
-    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &request) } < 0 {
-        return Err(std::io::Error::last_os_error()).context("SIOCSIFFLAGS on lo failed");
-    }
-    Ok(true)
 }
 
 /// Calls `syscall` with a `msghdr` whose one iovec covers `data`.

@@ -5,6 +5,11 @@
 //! recording and its peak RSS (from wait4's rusage, so symbolization and encoding count too).
 //! Entry 2, server store: `cargo bench -p profiler-server --bench store` (bytes per sample,
 //! ingest rate, flame-graph query latency over 1 h x 100 processes at 19 Hz).
+//! Entry 3, HTTP capture overhead: nginx + wrk throughput with `--spans` capture on vs off, the
+//! kernel's eBPF run time per request, spans vs requests and lost records ([`http`]).
+
+mod bpf_stats;
+mod http;
 
 use std::{
     fmt::Write as _,
@@ -33,7 +38,7 @@ pub struct BenchArgs {
     /// Where to write the results.
     #[arg(long, default_value = "BENCHMARKS.md")]
     output: PathBuf,
-    /// A quick run (2 s, 1 repeat, 99 Hz) that checks the harness; writes nothing.
+    /// A quick run (2 s, 1 repeat, 99 Hz) that checks every step of the harness; writes nothing.
     #[arg(long)]
     smoke: bool,
 }
@@ -62,7 +67,14 @@ pub fn run(root: &Path, mut args: BenchArgs) -> Result<()> {
     run_checked(
         Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
             .current_dir(root)
-            .args(["build", "--release", "-p", "profiler-agent"]),
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "profiler-agent",
+                "--bin",
+                "profiler-agent",
+            ]),
     )?;
     let agent = root.join("target/release/profiler-agent");
     let bench_dir = root.join("target/bench");
@@ -133,9 +145,10 @@ pub fn run(root: &Path, mut args: BenchArgs) -> Result<()> {
         ));
         report.push_str(&row("agent peak RSS", &rss_mib, " MiB", "< 40 MiB"));
     }
+    let http = http::run(&agent, &bench_dir, args.seconds, args.repeats)?;
     let store = store_bench(root, args.smoke)?;
     if args.smoke {
-        eprintln!("smoke run passed:{report}\n{store}");
+        eprintln!("smoke run passed:{report}\n{store}\n{http}");
         return Ok(());
     }
     let document = format!(
@@ -153,7 +166,8 @@ pub fn run(root: &Path, mut args: BenchArgs) -> Result<()> {
          stacks each, one profile per 10 s) ingested through the `Store` trait into SQLite, \
          then flame-graph queries. Targets: >= 1 M samples/s ingest per core, queries < \
          100 ms, <= 10 bytes per sample.\n\nCommand: `cargo bench -p profiler-server --bench \
-         store` (run by `cargo xtask bench`)\n\n```\n{store}```\n",
+         store` (run by `cargo xtask bench`)\n\n```\n{store}```\n\n## 3. HTTP capture \
+         overhead\n\n{http}",
         machine(),
         command_output("git", &["rev-parse", "--short", "HEAD"]),
         command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),

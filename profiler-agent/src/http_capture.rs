@@ -24,7 +24,7 @@ use crate::{
         red::{DurationMetric, RedAggregator},
         span::{AttrValue, Attribute, Resource, Span, SpanKind},
     },
-    ebpf::{HttpEvents, HttpRecord},
+    ebpf::HttpEvents,
     encode::spans_json,
     export::otlp::OtlpExporter,
     metadata::Metadata,
@@ -124,6 +124,7 @@ impl HttpCapture {
             red: RedAggregator::new(sinks.max_series_per_service),
             resources: Resources::new(sinks.service_name.clone()),
             file,
+            line: String::new(),
             sinks,
             counters: counters.clone(),
         };
@@ -159,6 +160,8 @@ struct Worker {
     red: RedAggregator,
     resources: Resources,
     file: Option<BufWriter<File>>,
+    /// Reused for each JSON line.
+    line: String,
     sinks: CaptureSinks,
     counters: Arc<CaptureCounters>,
 }
@@ -169,7 +172,6 @@ impl Worker {
         let mut clock_read_at = Instant::now();
         let mut next_idle_check = Instant::now() + IDLE_CHECK_INTERVAL;
         let mut next_metrics = Instant::now().checked_add(self.sinks.metrics_interval);
-        let mut records: Vec<HttpRecord> = Vec::new();
         let mut spans: Vec<Span> = Vec::new();
         loop {
             let stopping = stop.load(Ordering::Relaxed);
@@ -177,24 +179,18 @@ impl Worker {
                 clock = read_clock();
                 clock_read_at = Instant::now();
             }
-            records.clear();
-            self.events.read(&mut records);
-            self.counters
-                .records
-                .fetch_add(records.len() as u64, Ordering::Relaxed);
-            for record in &records {
-                let record = ExchangeRecord {
-                    exchange: &record.exchange,
-                    request: &record.request,
-                };
-                let resources = &mut self.resources;
-                self.assembler.push(
-                    &record,
+            let (assembler, resources) = (&mut self.assembler, &mut self.resources);
+            let read = self.events.for_each(|exchange, request| {
+                assembler.push(
+                    &ExchangeRecord { exchange, request },
                     clock,
                     &mut |pid, comm| resources.get(pid, comm),
                     &mut spans,
                 );
-            }
+            });
+            self.counters
+                .records
+                .fetch_add(read as u64, Ordering::Relaxed);
             if stopping {
                 self.assembler.finish_all(&mut spans);
             } else if Instant::now() >= next_idle_check {
@@ -257,8 +253,10 @@ impl Worker {
                     .record(&span.resource, metric, metric_attributes(span), seconds);
             }
             if let Some(file) = &mut self.file {
-                let line = spans_json::encode(span);
-                if writeln!(file, "{line}").is_err() {
+                self.line.clear();
+                spans_json::encode_into(span, &mut self.line);
+                self.line.push('\n');
+                if file.write_all(self.line.as_bytes()).is_err() {
                     self.counters.file_errors.fetch_add(1, Ordering::Relaxed);
                 }
             }

@@ -117,6 +117,8 @@ pub const HTTP_EVENTS_BYTES: u32 = 4 << 20;
 /// Bytes of a request the capture always has room to keep: appends stop once this many are
 /// held, so up to `2 * REQUEST_CAPTURE_BYTES - 1` bytes end up in [`HttpExchange::request`].
 pub const REQUEST_CAPTURE_BYTES: usize = 512;
+/// Least time between two MORE records of one exchange.
+pub const MORE_INTERVAL_NS: u64 = 1_000_000;
 /// Bytes of the response's first write kept (the status line).
 pub const RESPONSE_CAPTURE_BYTES: usize = 32;
 
@@ -179,7 +181,9 @@ pub mod http_event {
     /// line prefix and the timings so far.
     pub const EXCHANGE: u32 = 1;
     /// More bytes of the same response moved: `response_end_ns` and `response_bytes` grew. The
-    /// record is the header only (`request_len` bytes are not sent).
+    /// record is the header only (`request_len` bytes are not sent). At most one per
+    /// [`MORE_INTERVAL_NS`] per exchange: the final end also comes with the connection's next
+    /// EXCHANGE (`prev_response_end_ns`) or its CLOSE.
     pub const MORE: u32 = 2;
     /// The process closed the connection (header only). An exchange still waiting for its
     /// response comes with [`super::http_flags::NO_RESPONSE`].
@@ -262,6 +266,11 @@ pub struct HttpExchange {
     pub response_bytes: u64,
     /// When the `carry` byte was read.
     pub carry_ns: u64,
+    /// The last response byte time of the exchange before this one on the connection (its
+    /// final end, when MORE records were throttled); 0 for the first.
+    pub prev_response_end_ns: u64,
+    /// When the kernel last sent a record of this exchange (MORE records are throttled).
+    pub emitted_ns: u64,
     pub trace_id: [u8; 16],
     pub span_id: [u8; 8],
     /// The caller's span (from `traceparent`, or the server span of the client's thread); all
@@ -278,7 +287,7 @@ pub struct HttpExchange {
 
 impl HttpExchange {
     /// Bytes of the record before `request`: what MORE and CLOSE records carry.
-    pub const HEADER_BYTES: usize = 14 * 4 + 7 * 8 + 32 + COMM_LEN + RESPONSE_CAPTURE_BYTES;
+    pub const HEADER_BYTES: usize = 14 * 4 + 9 * 8 + 32 + COMM_LEN + RESPONSE_CAPTURE_BYTES;
 }
 
 /// A captured stack: `len` instruction pointers, innermost first; the rest of `frames` is zero.

@@ -24,13 +24,13 @@ use aya_ebpf::{
         },
     },
     macros::{map, tracepoint},
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
 use profiler_common::{
     http_event, http_flags, http_phase, http_role, ConnKey, HttpExchange, Stat, TraceCtx, COMM_LEN,
     HTTP_CONNS_MAX_ENTRIES, HTTP_EVENTS_BYTES, REQUEST_CAPTURE_BYTES, RESPONSE_CAPTURE_BYTES,
-    SYSCALL_ARGS_MAX_ENTRIES, TRACES_CTX_MAX_ENTRIES,
+    MORE_INTERVAL_NS, SYSCALL_ARGS_MAX_ENTRIES, TRACES_CTX_MAX_ENTRIES,
 };
 
 use crate::{count, CONFIG, PID_FILTER};
@@ -46,6 +46,8 @@ const DATA_BUF: u32 = 0;
 const DATA_IOV: u32 = 1;
 const DATA_MSG: u32 = 2;
 const DATA_NONE: u32 = 3;
+/// The slot's syscall has exited: nothing to inspect.
+const DATA_USED: u32 = 4;
 
 /// Bit of `HttpExchange::carry` saying it holds a byte.
 const CARRY_VALID: u32 = 1 << 8;
@@ -71,8 +73,8 @@ pub struct SyscallArgs {
 }
 
 #[map]
-static SYSCALL_ARGS: HashMap<u64, SyscallArgs> =
-    HashMap::with_max_entries(SYSCALL_ARGS_MAX_ENTRIES, 0);
+static SYSCALL_ARGS: LruHashMap<u64, SyscallArgs> =
+    LruHashMap::with_max_entries(SYSCALL_ARGS_MAX_ENTRIES, 0);
 
 #[map(name = "traces_ctx_v1")]
 pub(crate) static TRACES_CTX: LruHashMap<u64, TraceCtx> =
@@ -192,8 +194,17 @@ fn save_args(ctx: &TracePointContext, data: u32) {
         ptr,
         enter_ns: now_ns(),
     };
-    if SYSCALL_ARGS.insert(&pid_tgid, &args, 0).is_err() {
-        count(Stat::HttpArgsFull);
+    // Each thread keeps its entry (marked used at exit) instead of inserting and deleting one
+    // per syscall: a lookup and a store cost a fraction of an insert and a delete. Threads that
+    // are gone age out of the LRU map.
+    match SYSCALL_ARGS.get_ptr_mut(&pid_tgid) {
+        // SAFETY: a live entry owned by this thread (the key is its pid_tgid).
+        Some(slot) => unsafe { *slot = args },
+        None => {
+            if SYSCALL_ARGS.insert(&pid_tgid, &args, 0).is_err() {
+                count(Stat::HttpArgsFull);
+            }
+        }
     }
 }
 
@@ -268,8 +279,14 @@ fn is_response_start(head: &[u8; 8], len: u64) -> bool {
 
 fn try_on_data_exit(ctx: &TracePointContext, write: bool) -> Option<()> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let args = *unsafe_get(&SYSCALL_ARGS, &pid_tgid)?;
-    let _ = SYSCALL_ARGS.remove(&pid_tgid);
+    let slot = SYSCALL_ARGS.get_ptr_mut(&pid_tgid)?;
+    // SAFETY: a live entry owned by this thread (the key is its pid_tgid).
+    let args = unsafe { *slot };
+    if args.data == DATA_USED {
+        return None;
+    }
+    // SAFETY: as above.
+    unsafe { (*slot).data = DATA_USED };
     // SAFETY: fixed offset of `ret` in the exit record; read_at faults safely.
     let moved = unsafe { ctx.read_at::<i64>(ARG0) }.ok()?;
     if moved <= 0 {
@@ -376,17 +393,14 @@ fn try_on_data_exit(ctx: &TracePointContext, write: bool) -> Option<()> {
     } else {
         x.response_end_ns = now;
         x.response_bytes += moved;
-        x.kind = http_event::MORE;
-        emit(x, false);
+        // Throttled: the next EXCHANGE or the CLOSE carries the final end anyway.
+        if now.wrapping_sub(x.emitted_ns) >= MORE_INTERVAL_NS {
+            x.kind = http_event::MORE;
+            x.emitted_ns = now;
+            emit(x, false);
+        }
     }
     Some(())
-}
-
-/// Reads a map value through a shared reference.
-#[inline(always)]
-fn unsafe_get<'a>(map: &'a HashMap<u64, SyscallArgs>, key: &u64) -> Option<&'a SyscallArgs> {
-    // SAFETY: entries are only written by the thread that owns the key (its pid_tgid).
-    unsafe { map.get(key) }
 }
 
 /// Status 101 Switching Protocols.
@@ -427,8 +441,10 @@ fn begin_request(
     at: u64,
     carried: Option<u8>,
 ) {
+    x.prev_response_end_ns = 0;
     if x.request_start_ns != 0 {
         x.seq += 1;
+        x.prev_response_end_ns = x.response_end_ns;
     }
     x.kind = 0;
     x.flags = 0;
@@ -565,6 +581,7 @@ fn start_response(
     x.pipeline_index = pipeline_index;
     x.response_start_ns = sent_at;
     x.response_end_ns = now;
+    x.emitted_ns = now;
     x.response_bytes = moved;
     count(Stat::HttpResponses);
     if x.role == http_role::SERVER {

@@ -2,7 +2,8 @@
 //!
 //! Per connection the kernel sends: an EXCHANGE record when the first response bytes move (the
 //! request prefix, the status line, the timings so far), MORE records while further response
-//! bytes move, and CLOSE when the process closes the socket. A span is therefore only final
+//! bytes move (at most one a millisecond), and CLOSE when the process closes the socket; the next
+//! EXCHANGE and the CLOSE also carry the final end of the exchange before. A span is therefore only final
 //! once the next EXCHANGE or the CLOSE of its connection arrives, or after [`IDLE_FINISH`]
 //! without news (an idle keep-alive connection); until then it waits in the assembler.
 //!
@@ -11,6 +12,7 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use profiler_common::{http_event, http_flags, http_role, HttpExchange, COMM_LEN};
+use rustc_hash::FxHashMap;
 
 use super::{
     http1::{self, Http1Error, RequestHead},
@@ -85,6 +87,17 @@ struct Pending {
     updated_ns: u64,
 }
 
+impl Pending {
+    /// Moves the end later (never earlier, never before the start).
+    fn extend_to(&mut self, end_unix_ns: u64) {
+        self.span.end_unix_ns = self
+            .span
+            .end_unix_ns
+            .max(end_unix_ns)
+            .max(self.span.start_unix_ns);
+    }
+}
+
 /// Converts kernel timestamps (`CLOCK_MONOTONIC`) to Unix time.
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
@@ -101,7 +114,7 @@ impl Clock {
 /// Pairs records into spans; see the module documentation.
 #[derive(Default)]
 pub struct Assembler {
-    connections: HashMap<ConnId, Connection>,
+    connections: FxHashMap<ConnId, Connection>,
     pub stats: AssembleStats,
 }
 
@@ -121,7 +134,11 @@ impl Assembler {
             http_event::EXCHANGE => {
                 self.stats.exchanges += 1;
                 let connection = self.connections.entry(id).or_default();
-                if let Some(pending) = connection.pending.take() {
+                if let Some(mut pending) = connection.pending.take() {
+                    // The previous exchange's final end (MORE records are throttled).
+                    if pending.seq.wrapping_add(1) == x.seq && x.prev_response_end_ns != 0 {
+                        pending.extend_to(clock.unix_ns(x.prev_response_end_ns));
+                    }
                     out.push(pending.span);
                     self.stats.spans += 1;
                 }
@@ -149,8 +166,7 @@ impl Assembler {
                     .filter(|p| p.seq == x.seq && p.pipeline_index == x.pipeline_index);
                 match pending {
                     Some(pending) => {
-                        let end = clock.unix_ns(x.response_end_ns);
-                        pending.span.end_unix_ns = end.max(pending.span.start_unix_ns);
+                        pending.extend_to(clock.unix_ns(x.response_end_ns));
                         pending.updated_ns = x.response_end_ns;
                     }
                     None => self.stats.orphan_records += 1,
@@ -160,7 +176,10 @@ impl Assembler {
                 if x.flags & http_flags::NO_RESPONSE != 0 {
                     *self.stats.unparsed.entry(Unparsed::NoResponse).or_default() += 1;
                 }
-                if let Some(pending) = self.connections.remove(&id).and_then(|c| c.pending) {
+                if let Some(mut pending) = self.connections.remove(&id).and_then(|c| c.pending) {
+                    if pending.seq == x.seq && pending.pipeline_index == x.pipeline_index {
+                        pending.extend_to(clock.unix_ns(x.response_end_ns));
+                    }
                     out.push(pending.span);
                     self.stats.spans += 1;
                 }
@@ -470,6 +489,33 @@ mod tests {
         );
         assert_eq!(attr("server.port"), Some(AttrValue::Int(8080)));
         assert_eq!(assembler.connections(), 0);
+    }
+
+    #[test]
+    fn the_next_exchange_and_the_close_carry_the_final_end() {
+        let mut assembler = Assembler::default();
+        let mut out = Vec::new();
+        let request: &[u8] = b"GET /big HTTP/1.1\r\nHost: h\r\n\r\n";
+        let ok = b"HTTP/1.1 200 OK\r\n";
+        let first = with_status(record(http_event::EXCHANGE, http_role::SERVER, 0), ok);
+        let push = |assembler: &mut Assembler, x: &HttpExchange, out: &mut Vec<Span>| {
+            let record = ExchangeRecord {
+                exchange: x,
+                request,
+            };
+            assembler.push(&record, CLOCK, &mut resource(), out);
+        };
+        push(&mut assembler, &first, &mut out);
+        // Throttled MORE records told nothing; the next exchange says where the first ended.
+        let mut second = with_status(record(http_event::EXCHANGE, http_role::SERVER, 1), ok);
+        second.prev_response_end_ns = first.request_start_ns + 7_000;
+        push(&mut assembler, &second, &mut out);
+        assert_eq!(out[0].end_unix_ns - out[0].start_unix_ns, 7_000);
+        // The close carries the second exchange's end.
+        let mut close = record(http_event::CLOSE, http_role::SERVER, 1);
+        close.response_end_ns = second.request_start_ns + 9_000;
+        push(&mut assembler, &close, &mut out);
+        assert_eq!(out[1].end_unix_ns - out[1].start_unix_ns, 9_000);
     }
 
     #[test]

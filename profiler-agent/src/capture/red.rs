@@ -15,10 +15,11 @@
 //! the counter (and the request still has its span).
 
 use std::{
-    collections::HashMap,
     sync::Arc,
     time::{SystemTime, UNIX_EPOCH},
 };
+
+use rustc_hash::FxHashMap;
 
 use super::span::{AttrValue, Attribute, Resource, SpanKind};
 
@@ -175,9 +176,9 @@ pub fn bucket_index(duration_s: f64) -> usize {
 /// Aggregates durations into delta histograms with a per-service cardinality cap.
 pub struct RedAggregator {
     max_series_per_service: usize,
-    series: HashMap<SeriesKey, SeriesState>,
+    series: FxHashMap<SeriesKey, SeriesState>,
     /// Regular (non-overflow) series per service name, per [`DurationMetric::index`].
-    series_per_service: HashMap<String, [usize; DurationMetric::ALL.len()]>,
+    series_per_service: FxHashMap<String, [usize; DurationMetric::ALL.len()]>,
     /// Start of the current interval: the previous take, or the creation.
     interval_start_unix_ns: u64,
     stats: RedStats,
@@ -198,8 +199,8 @@ impl RedAggregator {
     pub fn starting_at(max_series_per_service: usize, start_unix_ns: u64) -> Self {
         RedAggregator {
             max_series_per_service,
-            series: HashMap::new(),
-            series_per_service: HashMap::new(),
+            series: FxHashMap::default(),
+            series_per_service: FxHashMap::default(),
             interval_start_unix_ns: start_unix_ns,
             stats: RedStats::default(),
         }

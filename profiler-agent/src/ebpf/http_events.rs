@@ -25,18 +25,22 @@ pub struct HttpRecord {
 /// wake-up per request would cost more than the capture), so the owner polls it on a timer.
 pub struct HttpEvents {
     ring: RingBuf<MapData>,
+    /// Where each record is copied (records may be shorter than `HttpExchange`): one buffer
+    /// for all, so reading allocates nothing.
+    scratch: Box<HttpExchange>,
     /// Records shorter than the header (never expected).
     pub malformed: u64,
 }
 
 impl HttpEvents {
-    /// Appends every record waiting in the ring buffer to `out`; returns how many.
-    pub fn read(&mut self, out: &mut Vec<HttpRecord>) -> usize {
+    /// Calls `f` with every record waiting in the ring buffer and the request bytes it carries;
+    /// returns how many.
+    pub fn for_each(&mut self, mut f: impl FnMut(&HttpExchange, &[u8])) -> usize {
         let mut read = 0;
         while let Some(item) = self.ring.next() {
-            match decode(&item) {
-                Some(record) => {
-                    out.push(record);
+            match decode(&item, &mut self.scratch) {
+                Some(carried) => {
+                    f(&self.scratch, &self.scratch.request[..carried]);
                     read += 1;
                 }
                 None => self.malformed += 1,
@@ -44,27 +48,33 @@ impl HttpEvents {
         }
         read
     }
+
+    /// Appends a copy of every record waiting in the ring buffer to `out`; returns how many.
+    pub fn read(&mut self, out: &mut Vec<HttpRecord>) -> usize {
+        self.for_each(|exchange, request| {
+            out.push(HttpRecord {
+                exchange: Box::new(*exchange),
+                request: request.to_vec(),
+            })
+        })
+    }
 }
 
-/// Copies a record (possibly shorter than `HttpExchange`) into a zero-filled one.
-fn decode(bytes: &[u8]) -> Option<HttpRecord> {
+/// Copies a record (possibly shorter than `HttpExchange`) over `into`; returns how many request
+/// bytes it carried, or `None` when it is shorter than the header.
+fn decode(bytes: &[u8], into: &mut HttpExchange) -> Option<usize> {
     if bytes.len() < HttpExchange::HEADER_BYTES {
         return None;
     }
-    let mut full = vec![0u8; size_of::<HttpExchange>()];
-    let n = bytes.len().min(full.len());
-    full[..n].copy_from_slice(&bytes[..n]);
-    // SAFETY: `full` holds size_of::<HttpExchange>() initialised bytes and HttpExchange is a
-    // plain #[repr(C)] struct of integers and byte arrays, valid for any bit pattern;
-    // read_unaligned does not require alignment.
-    let exchange: HttpExchange = unsafe { std::ptr::read_unaligned(full.as_ptr().cast()) };
+    let n = bytes.len().min(size_of::<HttpExchange>());
+    // SAFETY: `into` is a valid HttpExchange of size_of::<HttpExchange>() bytes and at most
+    // that many are written; any bit pattern is a valid HttpExchange (integers and byte
+    // arrays); the source and destination do not overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), (into as *mut HttpExchange).cast::<u8>(), n);
+    }
     let carried = n - HttpExchange::HEADER_BYTES;
-    let request_len = (exchange.request_len as usize).min(carried);
-    let request = exchange.request[..request_len].to_vec();
-    Some(HttpRecord {
-        exchange: Box::new(exchange),
-        request,
-    })
+    Some((into.request_len as usize).min(carried))
 }
 
 /// Loads and attaches every HTTP program to its tracepoints and takes the ring buffer.
@@ -91,7 +101,12 @@ pub(super) fn attach(ebpf: &mut Ebpf) -> Result<HttpEvents, SamplerError> {
         }
     }
     let ring = take_map(ebpf, MAP_HTTP_EVENTS)?;
-    Ok(HttpEvents { ring, malformed: 0 })
+    Ok(HttpEvents {
+        ring,
+        // SAFETY: all-zero is a valid HttpExchange (integers and byte arrays).
+        scratch: Box::new(unsafe { std::mem::zeroed() }),
+        malformed: 0,
+    })
 }
 
 #[cfg(test)]
@@ -100,9 +115,8 @@ mod tests {
 
     #[test]
     fn decodes_short_and_full_records() {
-        let mut exchange: HttpExchange =
-            // SAFETY: all-zero is a valid HttpExchange (integers and byte arrays).
-            unsafe { std::mem::zeroed() };
+        // SAFETY: all-zero is a valid HttpExchange (integers and byte arrays).
+        let mut exchange: HttpExchange = unsafe { std::mem::zeroed() };
         exchange.pid = 7;
         exchange.request_len = 5;
         exchange.request[..5].copy_from_slice(b"GET /");
@@ -113,12 +127,14 @@ mod tests {
                 size_of::<HttpExchange>(),
             )
         };
-        let full = decode(&bytes[..HttpExchange::HEADER_BYTES + 5]).expect("decodes");
-        assert_eq!(full.exchange.pid, 7);
-        assert_eq!(full.request, b"GET /");
+        // SAFETY: as above.
+        let mut into: Box<HttpExchange> = Box::new(unsafe { std::mem::zeroed() });
+        let carried = decode(&bytes[..HttpExchange::HEADER_BYTES + 5], &mut into).expect("decodes");
+        assert_eq!(into.pid, 7);
+        assert_eq!(&into.request[..carried], b"GET /");
         // A header-only record (MORE/CLOSE) carries no request bytes even if request_len says so.
-        let header = decode(&bytes[..HttpExchange::HEADER_BYTES]).expect("decodes");
-        assert!(header.request.is_empty());
-        assert!(decode(&bytes[..10]).is_none());
+        let carried = decode(&bytes[..HttpExchange::HEADER_BYTES], &mut into).expect("decodes");
+        assert_eq!(carried, 0);
+        assert!(decode(&bytes[..10], &mut into).is_none());
     }
 }

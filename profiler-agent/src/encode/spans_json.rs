@@ -1,53 +1,95 @@
 //! Spans as JSON lines (`record --spans FILE`): one object per span, ids in lowercase hex,
 //! times in Unix nanoseconds, attributes by their OTel names. Readable with `jq`.
 
-use serde_json::{json, Map, Value};
+use std::fmt::Write;
 
-use crate::{
-    capture::span::{AttrValue, Attribute, Span, SpanKind},
-    collect::hex,
-};
+use crate::capture::span::{AttrValue, Attribute, Span, SpanKind};
 
 /// One span as a single-line JSON object.
 pub fn encode(span: &Span) -> String {
-    json!({
-        "trace_id": hex(&span.trace_id),
-        "span_id": hex(&span.span_id),
-        "parent_span_id": span.parent_span_id.map(|id| hex(&id)),
-        "kind": match span.kind {
-            SpanKind::Server => "server",
-            SpanKind::Client => "client",
-        },
-        "name": span.name,
-        "service": span.resource.service_name,
-        "start_unix_nano": span.start_unix_ns,
-        "end_unix_nano": span.end_unix_ns,
-        "duration_ms": span.end_unix_ns.saturating_sub(span.start_unix_ns) as f64 / 1e6,
-        "status": if span.error { "error" } else { "ok" },
-        "attributes": object(&span.attributes),
-        "resource": object(&span.resource.attributes),
-    })
-    .to_string()
+    let mut out = String::with_capacity(768);
+    encode_into(span, &mut out);
+    out
 }
 
-fn object(attributes: &[Attribute]) -> Value {
-    let map: Map<String, Value> = attributes
-        .iter()
-        .map(|(name, value)| {
-            let value = match value {
-                AttrValue::Str(s) => Value::from(s.as_str()),
-                AttrValue::Int(i) => Value::from(*i),
-                AttrValue::Bool(b) => Value::from(*b),
-            };
-            (name.clone(), value)
-        })
-        .collect();
-    Value::Object(map)
+/// Appends one span as a single-line JSON object to `out` (written by hand: this runs for
+/// every request the machine serves, and a `serde_json::Value` tree costs several times more).
+pub fn encode_into(span: &Span, out: &mut String) {
+    out.push_str("{\"trace_id\":\"");
+    push_hex(out, &span.trace_id);
+    out.push_str("\",\"span_id\":\"");
+    push_hex(out, &span.span_id);
+    out.push_str("\",\"parent_span_id\":");
+    match &span.parent_span_id {
+        Some(id) => {
+            out.push('"');
+            push_hex(out, id);
+            out.push('"');
+        }
+        None => out.push_str("null"),
+    }
+    out.push_str(",\"kind\":");
+    out.push_str(match span.kind {
+        SpanKind::Server => "\"server\"",
+        SpanKind::Client => "\"client\"",
+    });
+    out.push_str(",\"name\":");
+    push_str(out, &span.name);
+    out.push_str(",\"service\":");
+    push_str(out, &span.resource.service_name);
+    let duration_ms = span.end_unix_ns.saturating_sub(span.start_unix_ns) as f64 / 1e6;
+    let _ = write!(
+        out,
+        ",\"start_unix_nano\":{},\"end_unix_nano\":{},\"duration_ms\":{duration_ms},\"status\":\"{}\"",
+        span.start_unix_ns,
+        span.end_unix_ns,
+        if span.error { "error" } else { "ok" },
+    );
+    out.push_str(",\"attributes\":");
+    push_object(out, &span.attributes);
+    out.push_str(",\"resource\":");
+    push_object(out, &span.resource.attributes);
+    out.push('}');
+}
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+}
+
+/// A JSON string literal (serde_json's escaping).
+fn push_str(out: &mut String, text: &str) {
+    match serde_json::to_string(text) {
+        Ok(quoted) => out.push_str(&quoted),
+        Err(_) => out.push_str("null"),
+    }
+}
+
+fn push_object(out: &mut String, attributes: &[Attribute]) {
+    out.push('{');
+    for (i, (name, value)) in attributes.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_str(out, name);
+        out.push(':');
+        match value {
+            AttrValue::Str(text) => push_str(out, text),
+            AttrValue::Int(n) => {
+                let _ = write!(out, "{n}");
+            }
+            AttrValue::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        }
+    }
+    out.push('}');
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+
+    use serde_json::Value;
 
     use super::*;
     use crate::capture::span::Resource;
@@ -69,6 +111,7 @@ mod tests {
             attributes: vec![
                 ("http.response.status_code".into(), AttrValue::Int(200)),
                 ("url.path".into(), AttrValue::Str("/x/1\n\"".into())),
+                ("ok".into(), AttrValue::Bool(true)),
             ],
             error: false,
         };
@@ -81,6 +124,9 @@ mod tests {
         assert_eq!(value["duration_ms"], 2.5);
         assert_eq!(value["attributes"]["http.response.status_code"], 200);
         assert_eq!(value["attributes"]["url.path"], "/x/1\n\"");
+        assert_eq!(value["attributes"]["ok"], true);
         assert_eq!(value["resource"]["service.name"], "api");
+        assert_eq!(value["kind"], "server");
+        assert_eq!(value["status"], "ok");
     }
 }

@@ -46,8 +46,8 @@ pub struct Inputs {
     pub perf_event_paranoid: Option<String>,
     /// `/proc/sys/kernel/kptr_restrict`.
     pub kptr_restrict: Option<String>,
-    /// The first line of `/proc/kallsyms` as this process sees it.
-    pub kallsyms_first_line: Option<String>,
+    /// The first text symbol line of `/proc/kallsyms`.
+    pub kallsyms_text_line: Option<String>,
     /// The first of [`TRACEFS_MOUNTS`] with an `events` directory.
     pub tracefs_mount: Option<&'static str>,
     /// `events/sched/sched_process_fork/id` exists under the tracefs mount.
@@ -79,7 +79,7 @@ impl Inputs {
             btf_vmlinux: fs::File::open("/sys/kernel/btf/vmlinux").is_ok(),
             perf_event_paranoid: text("/proc/sys/kernel/perf_event_paranoid"),
             kptr_restrict: text("/proc/sys/kernel/kptr_restrict"),
-            kallsyms_first_line: first_line("/proc/kallsyms"),
+            kallsyms_text_line: first_text_symbol("/proc/kallsyms"),
             tracefs_mount,
             sched_fork_tracepoint: tracefs_mount.is_some_and(|mount| {
                 Path::new(mount)
@@ -100,13 +100,15 @@ impl Inputs {
     }
 }
 
-fn first_line(path: &str) -> Option<String> {
+/// The first text (`t`/`T`) symbol of `/proc/kallsyms`: the per-CPU symbols before it have
+/// address 0 even when addresses are shown.
+fn first_text_symbol(path: &str) -> Option<String> {
     use std::io::{BufRead, BufReader};
-    let mut line = String::new();
     BufReader::new(fs::File::open(path).ok()?)
-        .read_line(&mut line)
-        .ok()?;
-    Some(line)
+        .lines()
+        .take(200_000)
+        .map_while(Result::ok)
+        .find(|line| matches!(line.split_whitespace().nth(1), Some("t" | "T")))
 }
 
 /// One feature: whether it is on, and why (or why not).
@@ -219,7 +221,7 @@ impl FeatureReport {
         );
 
         let kallsyms_addresses = inputs
-            .kallsyms_first_line
+            .kallsyms_text_line
             .as_deref()
             .and_then(kallsyms_shows_addresses);
         let kptr_restrict = inputs
@@ -534,7 +536,7 @@ mod tests {
             btf_vmlinux: true,
             perf_event_paranoid: Some("2\n".to_string()),
             kptr_restrict: Some("0\n".to_string()),
-            kallsyms_first_line: Some("ffffffff81000000 T srso_alias_untrain_ret\n".to_string()),
+            kallsyms_text_line: Some("ffffffff81000000 T srso_alias_untrain_ret\n".to_string()),
             tracefs_mount: Some("/sys/kernel/tracing"),
             sched_fork_tracepoint: true,
             syscall_tracepoints: true,
@@ -595,7 +597,7 @@ mod tests {
         // What `setpriv --bounding-set=-all,+bpf,+perfmon` leaves (CapEff 000000c000000000).
         let mut inputs = this_vm();
         inputs.status = Some(status(caps(&[cap::BPF, cap::PERFMON])));
-        inputs.kallsyms_first_line = Some("0000000000000000 T srso_alias_untrain_ret".into());
+        inputs.kallsyms_text_line = Some("0000000000000000 T srso_alias_untrain_ret".into());
         let report = FeatureReport::from_inputs(&inputs);
         let on = |name: &str| report.get(name).expect(name).on;
         assert!(on("cpu sampling"));

@@ -121,6 +121,17 @@ fn main() -> ExitCode {
     }
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!("KCHECK-KERNEL {}", kernel.trim());
+    // What the agent's start-up report turns off on this kernel, and why.
+    for feature in profiler_agent::features::probe().features {
+        if !feature.on {
+            println!(
+                "KCHECK-NOTE feature `{}` off: {}",
+                feature.name, feature.why
+            );
+        }
+    }
+    // The guests boot without tracefs: the agent must mount it itself (its fallback).
+    let tracefs_was_mounted = std::path::Path::new("/sys/kernel/tracing/events").is_dir();
 
     let stats = BpfStats::enable();
     if let Err(error) = &stats {
@@ -141,6 +152,9 @@ fn main() -> ExitCode {
         if let Some(reason) = report.failure() {
             failures.push(format!("{}: {reason}", report.program));
         }
+    }
+    if !tracefs_was_mounted && std::path::Path::new("/sys/kernel/tracing/events").is_dir() {
+        println!("KCHECK-NOTE tracefs was not mounted: the agent mounted it (fallback works)");
     }
     if failures.is_empty() {
         println!("KCHECK-RESULT PASS");

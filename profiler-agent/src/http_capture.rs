@@ -40,8 +40,9 @@ const CLOCK_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What the capture does with what it finds.
 pub struct CaptureSinks {
-    /// Spans and RED metrics over OTLP.
-    pub otlp: Option<OtlpExporter>,
+    /// Spans and RED metrics over OTLP. Shared with the main loop (the agent's own metrics);
+    /// the capture shuts it down when it stops, once the main loop has let go of it.
+    pub otlp: Option<Arc<OtlpExporter>>,
     /// Spans as JSON lines.
     pub spans_file: Option<PathBuf>,
     /// Every RED metric interval the histograms are sent to `otlp` (`Duration::MAX`: never).
@@ -218,8 +219,13 @@ impl Worker {
             file.flush().context("cannot write the spans file")?;
         }
         if let Some(otlp) = self.sinks.otlp.take() {
-            let (sent, unsent) = otlp.shutdown(Duration::from_secs(5));
-            eprintln!("spans: {sent} sent over OTLP, {unsent} left unsent");
+            match Arc::try_unwrap(otlp) {
+                Ok(otlp) => {
+                    let (sent, unsent) = otlp.shutdown(Duration::from_secs(5));
+                    eprintln!("spans: {sent} sent over OTLP, {unsent} left unsent");
+                }
+                Err(_) => eprintln!("warning: the OTLP exporter is still in use; not flushed"),
+            }
         }
         Ok(())
     }

@@ -16,16 +16,17 @@ use profiler_common::Stat;
 
 use crate::{
     agent::{check_frequency, check_pids, Profiler},
+    capture::span::{AttrValue, Attribute, Resource},
     ebpf::SamplerOptions,
     encode::pprof,
     export::{
         http::{ServerUrl, Upload, Uploader},
-        otlp::{OtlpExporter, OtlpOptions, OtlpStats},
+        otlp::{self_metrics_request, OtlpExporter, OtlpOptions},
     },
     http_capture::{CaptureSinks, HttpCapture},
     metadata::Metadata,
     signals,
-    telemetry::{agent_page, AgentState, Telemetry},
+    telemetry::{agent_metrics, AgentState, Telemetry},
 };
 
 /// How often the kernel maps are drained.
@@ -89,10 +90,14 @@ pub fn run(options: RunOptions) -> Result<()> {
         follow_children: options.follow_children,
     })
     .context("cannot start the CPU sampler")?;
-    let (capture, otlp_stats) = match &options.http {
+    let (capture, otlp) = match &options.http {
         Some(http) => start_capture(&mut profiler, http, &url, &options).unzip(),
         None => (None, None),
     };
+    let otlp_stats = otlp.as_ref().map(|otlp| otlp.stats_handle());
+    let own_resource = agent_resource();
+    let started_unix_ns = crate::agent::unix_now_ns();
+    let mut next_own_metrics = Instant::now();
     let uploader = Uploader::start(url, options.auth_token.clone(), options.max_queue_bytes);
     let mut metadata = Metadata::new();
     let mut labels = options.labels.clone();
@@ -118,9 +123,10 @@ pub fn run(options: RunOptions) -> Result<()> {
         let until_upload = next_upload.saturating_duration_since(Instant::now());
         signals::sleep(until_upload.min(DRAIN_INTERVAL));
         profiler.drain()?;
-        if let Some(telemetry) = &telemetry {
+        let own_metrics_due = otlp.is_some() && Instant::now() >= next_own_metrics;
+        if telemetry.is_some() || own_metrics_due {
             let kernel = profiler.kernel_stats().unwrap_or_default();
-            telemetry.update(agent_page(&AgentState {
+            let metrics = agent_metrics(&AgentState {
                 kernel: &kernel,
                 read_errors: profiler.collector.read_errors,
                 counts_fill: profiler.counts_fill(),
@@ -129,8 +135,21 @@ pub fn run(options: RunOptions) -> Result<()> {
                 upload_queue_capacity_bytes: options.max_queue_bytes,
                 capture: capture.as_ref().map(|c| &*c.counters),
                 otlp: otlp_stats.as_deref(),
-            }));
-            telemetry.set_ready();
+            });
+            if let Some(telemetry) = &telemetry {
+                telemetry.update(metrics.finish());
+                telemetry.set_ready();
+            }
+            if let (true, Some(otlp), Some(http)) = (own_metrics_due, &otlp, &options.http) {
+                let (request, points) = self_metrics_request(
+                    &own_resource,
+                    metrics.samples(),
+                    started_unix_ns,
+                    crate::agent::unix_now_ns(),
+                );
+                otlp.push_metrics_request(request, points);
+                next_own_metrics = Instant::now() + http.metrics_interval;
+            }
         }
         let stopping = signals::stop_requested();
         if Instant::now() >= next_upload || stopping {
@@ -153,6 +172,8 @@ pub fn run(options: RunOptions) -> Result<()> {
         }
     }
     eprintln!("stopping: sending what is queued (up to 5 s)");
+    // The capture flushes and shuts the exporter down: let go of it first.
+    drop(otlp);
     if let Some(capture) = capture {
         if let Err(error) = capture.stop() {
             eprintln!("warning: the HTTP capture did not stop cleanly: {error:#}");
@@ -226,7 +247,8 @@ fn log_status(profiler: &Profiler, uploader: &Uploader, uploaded_samples: u64) {
     );
 }
 
-/// Starts the HTTP capture with its OTLP exporter (and returns the exporter's counters). A
+/// Starts the HTTP capture with its OTLP exporter (also returned: the agent's own metrics use
+/// it). A
 /// failure turns the capture off with a message; profiling goes on (the agent runs with what
 /// works).
 fn start_capture(
@@ -234,29 +256,28 @@ fn start_capture(
     http: &HttpOptions,
     server: &ServerUrl,
     options: &RunOptions,
-) -> Option<(HttpCapture, Arc<OtlpStats>)> {
+) -> Option<(HttpCapture, Arc<OtlpExporter>)> {
     let endpoint = http
         .otlp_endpoint
         .clone()
         .unwrap_or_else(|| format!("http://{}:{SERVER_OTLP_PORT}", server.host_for_url()));
-    let started = (|| -> Result<(HttpCapture, Arc<OtlpStats>)> {
+    let started = (|| -> Result<(HttpCapture, Arc<OtlpExporter>)> {
         let mut otlp = OtlpOptions::new(endpoint.clone());
         otlp.auth_token = options.auth_token.clone();
         otlp.max_queued_spans = http.max_queued_spans;
-        let exporter = OtlpExporter::start(otlp)?;
-        let stats = exporter.stats_handle();
+        let exporter = Arc::new(OtlpExporter::start(otlp)?);
         let events = profiler.start_http_capture()?;
         let capture = HttpCapture::start(
             events,
             CaptureSinks {
-                otlp: Some(exporter),
+                otlp: Some(exporter.clone()),
                 spans_file: None,
                 metrics_interval: http.metrics_interval,
                 max_series_per_service: http.max_series_per_service,
                 service_name: options.service_name.clone(),
             },
         )?;
-        Ok((capture, stats))
+        Ok((capture, exporter))
     })();
     match started {
         Ok(started) => {
@@ -280,6 +301,35 @@ fn log_capture_status(profiler: &Profiler, capture: &HttpCapture) {
         kernel.get(Stat::HttpConnsFull),
         kernel.get(Stat::HttpArgsFull),
     );
+}
+
+/// The resource of the agent's own metrics.
+fn agent_resource() -> Resource {
+    let host = host_name();
+    let mut attributes: Vec<Attribute> = vec![
+        (
+            "service.name".into(),
+            AttrValue::Str("profiler-agent".into()),
+        ),
+        (
+            "service.version".into(),
+            AttrValue::Str(env!("CARGO_PKG_VERSION").into()),
+        ),
+        ("service.instance.id".into(), AttrValue::Str(host.clone())),
+        ("host.name".into(), AttrValue::Str(host)),
+        (
+            "process.pid".into(),
+            AttrValue::Int(i64::from(std::process::id())),
+        ),
+    ];
+    if let Ok(node) = std::env::var("NODE_NAME") {
+        attributes.push(("k8s.node.name".into(), AttrValue::Str(node)));
+    }
+    attributes.sort();
+    Resource {
+        service_name: "profiler-agent".into(),
+        attributes,
+    }
 }
 
 fn host_name() -> String {

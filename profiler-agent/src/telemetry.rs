@@ -3,8 +3,8 @@
 //! `/healthz` (the main loop ran within the last 30 s) and `/readyz` (the sampler is attached and
 //! has been drained once).
 //!
-//! The main loop renders the page ([`Exposition`]) after every drain and hands it over with
-//! [`Telemetry::update`]; the endpoint's thread only serves the last page, so a scrape never
+//! The main loop gathers the metrics ([`agent_metrics`]) after every drain and hands their page
+//! over with [`Telemetry::update`] (`run` also sends them over OTLP every metrics interval); the endpoint's thread only serves the last page, so a scrape never
 //! touches the kernel maps.
 
 use std::{
@@ -170,17 +170,34 @@ fn respond(path: &str, shared: &Shared) -> (u16, &'static str, String) {
     }
 }
 
-/// Builds a Prometheus text page: one `# HELP`/`# TYPE` per metric, then its samples.
+/// Whether a metric only grows (counter) or goes up and down (gauge).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+}
+
+/// One sample of the agent's own metrics.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SelfMetric {
+    pub name: &'static str,
+    pub help: String,
+    pub kind: MetricKind,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+/// The agent's own metrics, rendered as a Prometheus text page ([`Exposition::finish`]) or
+/// exported over OTLP ([`Exposition::samples`], see `export::otlp::self_metrics_request`).
 #[derive(Default)]
 pub struct Exposition {
-    out: String,
-    current: Option<&'static str>,
+    samples: Vec<SelfMetric>,
 }
 
 impl Exposition {
     /// A counter (`name` ends in `_total`) with label pairs.
     pub fn counter(&mut self, name: &'static str, help: &str, labels: &[(&str, &str)], value: u64) {
-        self.sample(name, "counter", help, labels, value as f64);
+        self.sample(name, MetricKind::Counter, help, labels, value as f64);
     }
 
     /// A counter of a fractional quantity (seconds).
@@ -191,43 +208,67 @@ impl Exposition {
         labels: &[(&str, &str)],
         value: f64,
     ) {
-        self.sample(name, "counter", help, labels, value);
+        self.sample(name, MetricKind::Counter, help, labels, value);
     }
 
     /// A gauge with label pairs.
     pub fn gauge(&mut self, name: &'static str, help: &str, labels: &[(&str, &str)], value: f64) {
-        self.sample(name, "gauge", help, labels, value);
+        self.sample(name, MetricKind::Gauge, help, labels, value);
     }
 
     fn sample(
         &mut self,
         name: &'static str,
-        kind: &str,
+        kind: MetricKind,
         help: &str,
         labels: &[(&str, &str)],
         value: f64,
     ) {
-        if self.current != Some(name) {
-            let _ = writeln!(self.out, "# HELP {name} {help}");
-            let _ = writeln!(self.out, "# TYPE {name} {kind}");
-            self.current = Some(name);
-        }
-        self.out.push_str(name);
-        if !labels.is_empty() {
-            self.out.push('{');
-            for (i, (key, value)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                let _ = write!(self.out, "{key}=\"{}\"", escape(value));
-            }
-            self.out.push('}');
-        }
-        let _ = writeln!(self.out, " {value}");
+        self.samples.push(SelfMetric {
+            name,
+            help: help.to_string(),
+            kind,
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            value,
+        });
     }
 
-    pub fn finish(self) -> String {
-        self.out
+    /// The samples, in the order they were added (those of one metric next to each other).
+    pub fn samples(&self) -> &[SelfMetric] {
+        &self.samples
+    }
+
+    /// The Prometheus text page: one `# HELP`/`# TYPE` per metric, then its samples.
+    pub fn finish(&self) -> String {
+        let mut out = String::new();
+        let mut current = None;
+        for sample in &self.samples {
+            if current != Some(sample.name) {
+                let kind = match sample.kind {
+                    MetricKind::Counter => "counter",
+                    MetricKind::Gauge => "gauge",
+                };
+                let _ = writeln!(out, "# HELP {} {}", sample.name, sample.help);
+                let _ = writeln!(out, "# TYPE {} {kind}", sample.name);
+                current = Some(sample.name);
+            }
+            out.push_str(sample.name);
+            if !sample.labels.is_empty() {
+                out.push('{');
+                for (i, (key, value)) in sample.labels.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    let _ = write!(out, "{key}=\"{}\"", escape(value));
+                }
+                out.push('}');
+            }
+            let _ = writeln!(out, " {}", sample.value);
+        }
+        out
     }
 }
 
@@ -275,8 +316,8 @@ pub struct AgentState<'a> {
     pub otlp: Option<&'a OtlpStats>,
 }
 
-/// Renders the agent's metrics (names prefixed `profiler_agent_`).
-pub fn agent_page(state: &AgentState<'_>) -> String {
+/// The agent's metrics (names prefixed `profiler_agent_`).
+pub fn agent_metrics(state: &AgentState<'_>) -> Exposition {
     let mut page = Exposition::default();
     let k = |stat: Stat| state.kernel.get(stat);
     let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
@@ -461,7 +502,7 @@ pub fn agent_page(state: &AgentState<'_>) -> String {
         &[],
         cpu,
     );
-    page.finish()
+    page
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@ use opentelemetry_proto::tonic::{
     collector::{metrics::v1::ExportMetricsServiceRequest, trace::v1::ExportTraceServiceRequest},
     common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue},
     metrics::v1::{
-        metric, AggregationTemporality, Histogram, HistogramDataPoint, Metric, ResourceMetrics,
-        ScopeMetrics,
+        metric, number_data_point, AggregationTemporality, Gauge, Histogram, HistogramDataPoint,
+        Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
     },
     resource::v1::Resource as OtlpResource,
     trace::v1::{
@@ -16,9 +16,12 @@ use opentelemetry_proto::tonic::{
     },
 };
 
-use crate::capture::{
-    red::{DurationMetric, HistogramSeries, DURATION_BUCKETS_S},
-    span::{AttrValue, Attribute, Resource, Span, SpanKind},
+use crate::{
+    capture::{
+        red::{DurationMetric, HistogramSeries, DURATION_BUCKETS_S},
+        span::{AttrValue, Attribute, Resource, Span, SpanKind},
+    },
+    telemetry::{MetricKind, SelfMetric},
 };
 
 use super::SCOPE_NAME;
@@ -61,6 +64,73 @@ pub fn metrics_request(series: &[HistogramSeries]) -> ExportMetricsServiceReques
             })
             .collect(),
     }
+}
+
+/// The agent's own metrics (`telemetry::agent_metrics`) as one request: counters become
+/// cumulative monotonic sums since `start_unix_ns` (the agent's start), gauges gauges. Returns
+/// the request and its number of data points.
+pub fn self_metrics_request(
+    resource: &Resource,
+    metrics: &[SelfMetric],
+    start_unix_ns: u64,
+    now_unix_ns: u64,
+) -> (ExportMetricsServiceRequest, usize) {
+    let mut out: Vec<Metric> = Vec::new();
+    for sample in metrics {
+        let point = NumberDataPoint {
+            attributes: sample
+                .labels
+                .iter()
+                .map(|(key, value)| KeyValue {
+                    key: key.clone(),
+                    value: Some(any_value(&AttrValue::Str(value.clone()))),
+                    ..Default::default()
+                })
+                .collect(),
+            start_time_unix_nano: start_unix_ns,
+            time_unix_nano: now_unix_ns,
+            value: Some(number_data_point::Value::AsDouble(sample.value)),
+            ..Default::default()
+        };
+        // Samples of one metric are next to each other: extend the last metric when it is the
+        // same one.
+        if let Some(last) = out.last_mut().filter(|m| m.name == sample.name) {
+            match &mut last.data {
+                Some(metric::Data::Sum(sum)) => sum.data_points.push(point),
+                Some(metric::Data::Gauge(gauge)) => gauge.data_points.push(point),
+                _ => {}
+            }
+            continue;
+        }
+        let data = match sample.kind {
+            MetricKind::Counter => metric::Data::Sum(Sum {
+                data_points: vec![point],
+                aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                is_monotonic: true,
+            }),
+            MetricKind::Gauge => metric::Data::Gauge(Gauge {
+                data_points: vec![point],
+            }),
+        };
+        out.push(Metric {
+            name: sample.name.to_string(),
+            description: sample.help.clone(),
+            data: Some(data),
+            ..Default::default()
+        });
+    }
+    let request = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(otlp_resource(resource)),
+            scope_metrics: vec![ScopeMetrics {
+                scope: Some(scope()),
+                metrics: out,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    (request, metrics.len())
 }
 
 /// Groups items by resource content, groups and items in order of first appearance.

@@ -89,7 +89,7 @@ mod convert;
 #[cfg(test)]
 mod tests;
 
-pub use convert::{metrics_request, trace_request};
+pub use convert::{metrics_request, self_metrics_request, trace_request};
 
 // ---------------------------------------------------------------------------------------------
 // The exporter.
@@ -171,7 +171,7 @@ fn add(counter: &AtomicU64, value: u64) {
 #[derive(Default)]
 struct Queue {
     spans: VecDeque<Span>,
-    metric_batches: VecDeque<Vec<HistogramSeries>>,
+    metric_batches: VecDeque<MetricBatch>,
     /// Set by shutdown: send what is queued until then, then stop.
     closing_deadline: Option<Instant>,
 }
@@ -284,8 +284,18 @@ impl OtlpExporter {
         if series.is_empty() {
             return;
         }
+        self.push_metric_batch(MetricBatch::Histograms(series));
+    }
+
+    /// Queues a ready metrics request of `points` data points (the agent's own metrics) like
+    /// [`push_metrics`](Self::push_metrics).
+    pub fn push_metrics_request(&self, request: ExportMetricsServiceRequest, points: usize) {
+        self.push_metric_batch(MetricBatch::Request(request, points));
+    }
+
+    fn push_metric_batch(&self, batch: MetricBatch) {
         let mut queue = self.shared.lock();
-        queue.metric_batches.push_back(series);
+        queue.metric_batches.push_back(batch);
         while queue.metric_batches.len() > MAX_PENDING_METRIC_BATCHES {
             queue.metric_batches.pop_front();
             add(&self.shared.stats.metric_batches_dropped, 1);
@@ -748,8 +758,13 @@ impl Worker {
         if let Some(spans) = spans {
             self.spans = Some(InFlight::new(trace_request(&spans), spans.len()));
         }
-        if let Some(series) = series {
-            self.points = Some(InFlight::new(metrics_request(&series), series.len()));
+        if let Some(batch) = series {
+            self.points = Some(match batch {
+                MetricBatch::Histograms(series) => {
+                    InFlight::new(metrics_request(&series), series.len())
+                }
+                MetricBatch::Request(request, points) => InFlight::new(request, points),
+            });
         }
         Some(closing)
     }
@@ -828,11 +843,23 @@ impl Worker {
 
 /// The next metric batch to send, at most [`MAX_METRIC_POINTS_PER_REQUEST`] points (the rest
 /// stays first in the queue).
-fn take_metric_batch(queue: &mut Queue) -> Option<Vec<HistogramSeries>> {
+/// A queued metrics export: RED histograms (converted when sent) or a ready request.
+enum MetricBatch {
+    Histograms(Vec<HistogramSeries>),
+    Request(ExportMetricsServiceRequest, usize),
+}
+
+/// The next metrics request to send, splitting histogram batches above
+/// [`MAX_METRIC_POINTS_PER_REQUEST`].
+fn take_metric_batch(queue: &mut Queue) -> Option<MetricBatch> {
     let mut batch = queue.metric_batches.pop_front()?;
-    if batch.len() > MAX_METRIC_POINTS_PER_REQUEST {
-        let rest = batch.split_off(MAX_METRIC_POINTS_PER_REQUEST);
-        queue.metric_batches.push_front(rest);
+    if let MetricBatch::Histograms(series) = &mut batch {
+        if series.len() > MAX_METRIC_POINTS_PER_REQUEST {
+            let rest = series.split_off(MAX_METRIC_POINTS_PER_REQUEST);
+            queue
+                .metric_batches
+                .push_front(MetricBatch::Histograms(rest));
+        }
     }
     Some(batch)
 }

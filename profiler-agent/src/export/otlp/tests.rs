@@ -504,8 +504,12 @@ fn exports_spans_and_metrics_to_a_receiver() {
     ];
     exporter.push_spans(spans.clone());
     exporter.push_metrics(series.clone());
+    let mut own = crate::telemetry::Exposition::default();
+    own.counter("profiler_agent_samples_total", "Samples.", &[], 7);
+    let (own_request, own_points) = self_metrics_request(&a, own.samples(), 1, 2);
+    exporter.push_metrics_request(own_request.clone(), own_points);
     wait_until("every span and point", &exporter, || {
-        load(&exporter.stats().spans_sent) == 10 && load(&exporter.stats().metric_points_sent) == 2
+        load(&exporter.stats().spans_sent) == 10 && load(&exporter.stats().metric_points_sent) == 3
     });
     let stats = exporter.stats();
     assert_eq!(load(&stats.export_errors), 0);
@@ -529,7 +533,10 @@ fn exports_spans_and_metrics_to_a_receiver() {
         by_id(flatten(&received.traces)),
         by_id(flatten(&[trace_request(&spans)]))
     );
-    assert_eq!(received.metrics, vec![metrics_request(&series)]);
+    assert_eq!(
+        received.metrics,
+        vec![metrics_request(&series), own_request]
+    );
     let Some(metric::Data::Histogram(histogram)) =
         &received.metrics[0].resource_metrics[0].scope_metrics[0].metrics[0].data
     else {
@@ -539,7 +546,11 @@ fn exports_spans_and_metrics_to_a_receiver() {
         histogram.data_points[0].bucket_counts,
         series[0].bucket_counts
     );
-    assert_eq!(received.headers.len(), 4);
+    assert_eq!(
+        received.headers.len(),
+        5,
+        "3 span requests, 2 metrics requests"
+    );
     for (authorization, encoding) in &received.headers {
         assert_eq!(authorization.as_deref(), Some("Bearer s3cret"));
         assert_eq!(encoding.as_deref(), Some("gzip"));
@@ -660,4 +671,51 @@ fn shutdown_gives_up_at_the_timeout_and_reports_unsent_spans() {
         OtlpExporter::start(options(format!("http://127.0.0.1:{}", free_port()))).expect("start");
     exporter.push_spans(spans(3));
     drop(exporter);
+}
+
+#[test]
+fn converts_the_agents_own_metrics() {
+    let mut metrics = crate::telemetry::Exposition::default();
+    metrics.counter("profiler_agent_samples_total", "Samples.", &[], 7);
+    metrics.counter(
+        "profiler_agent_spans_total",
+        "Spans.",
+        &[("kind", "server")],
+        3,
+    );
+    metrics.counter(
+        "profiler_agent_spans_total",
+        "Spans.",
+        &[("kind", "client")],
+        1,
+    );
+    metrics.gauge("profiler_agent_counts_map_fill_ratio", "Fill.", &[], 0.25);
+    let resource = resource("profiler-agent");
+    let (request, points) = self_metrics_request(&resource, metrics.samples(), 10, 20);
+    assert_eq!(points, 4);
+    let scope = &request.resource_metrics[0].scope_metrics[0];
+    let names: Vec<&str> = scope.metrics.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "profiler_agent_samples_total",
+            "profiler_agent_spans_total",
+            "profiler_agent_counts_map_fill_ratio"
+        ]
+    );
+    let Some(metric::Data::Sum(spans)) = &scope.metrics[1].data else {
+        panic!("counters are sums: {:?}", scope.metrics[1]);
+    };
+    assert!(spans.is_monotonic);
+    assert_eq!(
+        spans.aggregation_temporality,
+        AggregationTemporality::Cumulative as i32
+    );
+    assert_eq!(spans.data_points.len(), 2);
+    assert_eq!(spans.data_points[0].start_time_unix_nano, 10);
+    assert_eq!(spans.data_points[0].time_unix_nano, 20);
+    assert!(matches!(
+        scope.metrics[2].data,
+        Some(metric::Data::Gauge(_))
+    ));
 }

@@ -327,7 +327,12 @@ impl Resources {
             .ok()
             .filter(|name| !name.is_empty())
             .unwrap_or_else(|| comm.to_string());
-        let service_name = self.service_name.clone().unwrap_or(process_name.clone());
+        let metadata = self.metadata.for_pid(pid);
+        let service_name = self
+            .service_name
+            .clone()
+            .or_else(|| metadata.service_name().map(String::from))
+            .unwrap_or(process_name.clone());
         let mut attributes: Vec<Attribute> = vec![
             ("service.name".into(), AttrValue::Str(service_name.clone())),
             ("process.pid".into(), AttrValue::Int(i64::from(pid))),
@@ -342,7 +347,6 @@ impl Resources {
             ),
         ];
         // Container and Kubernetes attributes for containerized processes only (as profiles).
-        let metadata = self.metadata.for_pid(pid);
         if metadata.container_id.is_some() || metadata.pod_uid.is_some() {
             for (name, value) in metadata.attributes() {
                 attributes.push((name.to_string(), AttrValue::Str(value.to_string())));

@@ -70,7 +70,8 @@ struct RunArgs {
     #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
     upload_interval: Duration,
 
-    /// Service name for every profile, instead of each process's name.
+    /// Service name for every profile, span and metric, instead of each process's own: its
+    /// Kubernetes workload (else pod, else container) name, or its process name on the host.
     #[arg(long, value_name = "NAME")]
     service_name: Option<String>,
 

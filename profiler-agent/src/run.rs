@@ -205,6 +205,12 @@ fn queue_profiles(
                 .service_name
                 .clone()
                 .or_else(|| {
+                    metadata
+                        .for_pid(sample.pid)
+                        .service_name()
+                        .map(String::from)
+                })
+                .or_else(|| {
                     profiler
                         .collector
                         .processes

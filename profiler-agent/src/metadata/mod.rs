@@ -10,6 +10,7 @@
 
 pub mod cgroup;
 pub mod kubelet_logs;
+pub mod workload;
 
 use crate::profile::Profile;
 use std::{
@@ -53,6 +54,8 @@ pub struct ProcessMetadata {
     pub node_name: Option<String>,
     /// `containerd`, `cri-o`, `docker` or `podman`, when the cgroup path tells.
     pub runtime: Option<&'static str>,
+    /// The pod's controller, read from the pod name ([`workload`]).
+    pub workload: Option<workload::Workload>,
 }
 
 impl ProcessMetadata {
@@ -70,7 +73,22 @@ impl ProcessMetadata {
         .into_iter()
         .zip(ATTRIBUTE_NAMES)
         .filter_map(|(value, name)| value.as_deref().map(|value| (name, value)))
+        .chain(
+            self.workload
+                .as_ref()
+                .and_then(|w| Some((w.attribute?, w.name.as_str()))),
+        )
         .collect()
+    }
+
+    /// `service.name` for a containerized process, as OTel's Kubernetes conventions suggest:
+    /// the workload's name, else the pod's, else the container's. `None` off Kubernetes.
+    pub fn service_name(&self) -> Option<&str> {
+        self.workload
+            .as_ref()
+            .map(|w| w.name.as_str())
+            .or(self.pod_name.as_deref())
+            .or(self.container_name.as_deref())
     }
 }
 
@@ -233,6 +251,7 @@ impl Metadata {
             .and_then(|id| index.containers.get(id))
         {
             metadata.pod_name = Some(names.pod_name.clone());
+            metadata.workload = workload::workload_of(&names.pod_name);
             metadata.namespace = Some(names.namespace.clone());
             metadata.container_name = Some(names.container_name.clone());
             if metadata.pod_uid.is_none() {
@@ -246,6 +265,7 @@ impl Metadata {
             .and_then(|uid| index.pods.get(uid))
         {
             metadata.pod_name = Some(pod.pod_name.clone());
+            metadata.workload = workload::workload_of(&pod.pod_name);
             metadata.namespace = Some(pod.namespace.clone());
             return true;
         }
@@ -370,11 +390,18 @@ mod tests {
                 ("k8s.namespace.name", "shop"),
                 ("k8s.container.name", "app"),
                 ("k8s.node.name", "node-a"),
+                ("k8s.statefulset.name", "web"),
             ]
+        );
+        assert_eq!(
+            found.service_name(),
+            Some("web"),
+            "the workload names the service"
         );
 
         let host = metadata.for_pid(1).clone();
         assert_eq!(host.attributes(), vec![("k8s.node.name", "node-a")]);
+        assert_eq!(host.service_name(), None);
         // Gone processes get the node only.
         assert_eq!(
             metadata.for_pid(7).attributes(),

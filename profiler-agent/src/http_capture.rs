@@ -85,15 +85,21 @@ impl CaptureCounters {
                 }
             })
             .unwrap_or_default();
+        let file_errors = self.file_errors.load(Ordering::Relaxed);
         format!(
             "{} spans ({} server, {} client) from {} kernel records; without span: {unparsed}; \
-             orphan records {}, malformed records {}",
+             orphan records {}, malformed records {}{}",
             self.spans.load(Ordering::Relaxed),
             self.server_spans.load(Ordering::Relaxed),
             self.client_spans.load(Ordering::Relaxed),
             self.records.load(Ordering::Relaxed),
             self.orphan_records.load(Ordering::Relaxed),
             self.malformed_records.load(Ordering::Relaxed),
+            if file_errors > 0 {
+                format!("; {file_errors} spans not written (file errors)")
+            } else {
+                String::new()
+            },
         )
     }
 }

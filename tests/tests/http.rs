@@ -781,7 +781,10 @@ fn run_sends_spans_red_metrics_and_linked_profiles_to_the_server() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "the agent failed:\n{stderr}");
     assert!(stderr.contains("HTTP capture on"), "{stderr}");
-    assert!(stderr.contains("sent over OTLP"), "the exporter was not flushed:\n{stderr}");
+    assert!(
+        stderr.contains("sent over OTLP"),
+        "the exporter was not flushed:\n{stderr}"
+    );
     drop(server);
 }
 

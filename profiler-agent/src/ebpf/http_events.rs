@@ -12,10 +12,12 @@ use profiler_common::{HttpExchange, HTTP_PROGRAMS, MAP_HTTP_EVENTS};
 
 use super::{take_map, SamplerError};
 
-/// One record of the ring buffer: the header fields and the request bytes that came with it.
+/// An owned copy of one record of the ring buffer, for callers that keep records
+/// ([`HttpEvents::read`]); the capture itself reads them in place ([`HttpEvents::for_each`]).
 #[derive(Clone, Debug)]
 pub struct HttpRecord {
-    /// The record; `request` beyond `request` below is zero.
+    /// The record's fields; of its `request` array only the bytes in `request` below are
+    /// meaningful.
     pub exchange: Box<HttpExchange>,
     /// The request prefix carried by the record (empty for MORE and CLOSE records).
     pub request: Vec<u8>,

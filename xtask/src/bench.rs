@@ -7,9 +7,14 @@
 //! ingest rate, flame-graph query latency over 1 h x 100 processes at 19 Hz).
 //! Entry 3, HTTP capture overhead: nginx + wrk throughput with `--spans` capture on vs off, the
 //! kernel's eBPF run time per request, spans vs requests and lost records ([`http`]).
+//! Entry 4, against peers: our agent, `perf record` + `perf script` + inferno's collapser, and
+//! bpftrace on the same workload for the same window: CPU and peak RSS from start to a folded
+//! file, and the agreement of their top-10 functions ([`peers`]).
 
 mod bpf_stats;
+mod folded;
 mod http;
+mod peers;
 
 use std::{
     fmt::Write as _,
@@ -35,10 +40,14 @@ pub struct BenchArgs {
     /// Sampling frequencies to measure (repeatable).
     #[arg(long = "frequency", default_values_t = [99u64, 19])]
     frequencies: Vec<u64>,
+    /// Seconds each tool profiles in the comparison with perf and bpftrace (entry 4).
+    #[arg(long, default_value_t = 30)]
+    peers_seconds: u64,
     /// Where to write the results.
     #[arg(long, default_value = "BENCHMARKS.md")]
     output: PathBuf,
-    /// A quick run (2 s, 1 repeat, 99 Hz) that checks every step of the harness; writes nothing.
+    /// A quick run (2 s, 3 s for entry 4, 1 repeat, 99 Hz) that checks every step of the
+    /// harness; writes nothing.
     #[arg(long)]
     smoke: bool,
 }
@@ -63,6 +72,7 @@ pub fn run(root: &Path, mut args: BenchArgs) -> Result<()> {
         args.seconds = 2;
         args.repeats = 1;
         args.frequencies = vec![99];
+        args.peers_seconds = 3;
     }
     run_checked(
         Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
@@ -146,9 +156,17 @@ pub fn run(root: &Path, mut args: BenchArgs) -> Result<()> {
         report.push_str(&row("agent peak RSS", &rss_mib, " MiB", "< 40 MiB"));
     }
     let http = http::run(&agent, &bench_dir, args.seconds, args.repeats)?;
+    let peers = peers::run(
+        root,
+        &agent,
+        &bench_dir,
+        args.peers_seconds,
+        args.repeats,
+        args.smoke,
+    )?;
     let store = store_bench(root, args.smoke)?;
     if args.smoke {
-        eprintln!("smoke run passed:{report}\n{store}\n{http}");
+        eprintln!("smoke run passed:{report}\n{store}\n{http}\n{peers}");
         return Ok(());
     }
     let document = format!(
@@ -167,7 +185,7 @@ pub fn run(root: &Path, mut args: BenchArgs) -> Result<()> {
          then flame-graph queries. Targets: >= 1 M samples/s ingest per core, queries < \
          100 ms, <= 10 bytes per sample.\n\nCommand: `cargo bench -p profiler-server --bench \
          store` (run by `cargo xtask bench`)\n\n```\n{store}```\n\n## 3. HTTP capture \
-         overhead\n\n{http}",
+         overhead\n\n{http}\n## 4. Against peers\n\n{peers}",
         machine(),
         command_output("git", &["rev-parse", "--short", "HEAD"]),
         command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
@@ -190,6 +208,7 @@ struct Recorder {
 }
 
 fn start_recorder(agent: &Path, hz: u64, seconds: u64, output: &Path) -> Result<Recorder> {
+    reset_peak_rss()?;
     let child = Command::new(agent)
         .args(["record", "--all", "--quiet", "--frequency"])
         .arg(hz.to_string())
@@ -253,16 +272,22 @@ fn run_workload(workload: &Path, seconds: u64) -> Result<f64> {
 }
 
 fn wait_with_usage(pid: u32, started: Instant) -> Result<Usage> {
+    wait_for(pid, started, "the agent")
+}
+
+/// Waits for the child `pid` (named `what` in errors), failing unless it exited with 0, and
+/// returns its rusage (which includes the children it waited for).
+fn wait_for(pid: u32, started: Instant, what: &str) -> Result<Usage> {
     let mut status = 0;
     // SAFETY: rusage is plain data; zeroed is a valid value.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: waits for our own child, writing into locals we own.
     let ret = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
     if ret < 0 {
-        return Err(std::io::Error::last_os_error()).context("waiting for the agent");
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("waiting for {what}"));
     }
     if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        bail!("the agent failed (wait status {status})");
+        bail!("{what} failed (wait status {status})");
     }
     let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     Ok(Usage {
@@ -270,6 +295,16 @@ fn wait_with_usage(pid: u32, started: Instant) -> Result<Usage> {
         wall: started.elapsed(),
         max_rss_kib: usage.ru_maxrss as u64,
     })
+}
+
+/// Resets xtask's peak RSS (VmHWM) to its current RSS; call it right before spawning a child
+/// whose peak RSS (`ru_maxrss`) is measured. `Command` spawns with vfork (posix_spawn): the child
+/// runs in xtask's memory until it execs, and exec keeps that memory's peak as the child's
+/// starting `maxrss` (`exec_mmap` in fs/exec.c), so without the reset a child's peak is at least
+/// the most xtask ever held. After it, the floor is xtask's current RSS (a few MiB).
+fn reset_peak_rss() -> Result<()> {
+    // Writing 5 to clear_refs resets the peak RSS to the current RSS (proc(5)).
+    fs::write("/proc/self/clear_refs", "5").context("resetting VmHWM in /proc/self/clear_refs")
 }
 
 fn command_output(program: &str, args: &[&str]) -> String {

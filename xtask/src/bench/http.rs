@@ -481,6 +481,8 @@ impl Capture {
             }
         }
         let log = dir.join("agent.log");
+        // The child starts from xtask's own peak RSS (vfork): reset it so the agent's is its own.
+        super::reset_peak_rss()?;
         let child = Command::new(agent)
             .args(["record", "--all", "--quiet", "-F"])
             .arg(AGENT_FREQUENCY_HZ.to_string())

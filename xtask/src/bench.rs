@@ -74,18 +74,14 @@ pub fn run(root: &Path, mut args: BenchArgs) -> Result<()> {
         args.frequencies = vec![99];
         args.peers_seconds = 3;
     }
-    run_checked(
-        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .current_dir(root)
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "profiler-agent",
-                "--bin",
-                "profiler-agent",
-            ]),
-    )?;
+    run_checked(crate::cargo().current_dir(root).args([
+        "build",
+        "--release",
+        "-p",
+        "profiler-agent",
+        "--bin",
+        "profiler-agent",
+    ]))?;
     let agent = root.join("target/release/profiler-agent");
     let bench_dir = root.join("target/bench");
     fs::create_dir_all(&bench_dir).context("creating target/bench")?;
@@ -242,7 +238,7 @@ impl Recorder {
 
 /// Runs the server's store benchmark and returns what it printed.
 fn store_bench(root: &Path, smoke: bool) -> Result<String> {
-    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    let mut command = crate::cargo();
     command
         .current_dir(root)
         .args(["bench", "-q", "-p", "profiler-server", "--bench", "store"]);

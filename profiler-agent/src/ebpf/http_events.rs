@@ -5,12 +5,11 @@ use std::mem::size_of;
 
 use aya::{
     maps::{MapData, RingBuf},
-    programs::TracePoint,
     Ebpf,
 };
 use profiler_common::{HttpExchange, HTTP_PROGRAMS, MAP_HTTP_EVENTS};
 
-use super::{take_map, SamplerError};
+use super::{attach_tracepoints, take_map, SamplerError};
 
 /// An owned copy of one record of the ring buffer, for callers that keep records
 /// ([`HttpEvents::read`]); the capture itself reads them in place ([`HttpEvents::for_each`]).
@@ -82,25 +81,7 @@ fn decode(bytes: &[u8], into: &mut HttpExchange) -> Option<usize> {
 /// Loads and attaches every HTTP program to its tracepoints and takes the ring buffer.
 pub(super) fn attach(ebpf: &mut Ebpf) -> Result<HttpEvents, SamplerError> {
     for (name, tracepoints) in HTTP_PROGRAMS {
-        let program: &mut TracePoint = ebpf
-            .program_mut(name)
-            .ok_or_else(|| SamplerError::Missing {
-                name: name.to_string(),
-            })?
-            .try_into()
-            .map_err(|source| SamplerError::Program { name, source })?;
-        program
-            .load()
-            .map_err(|source| SamplerError::Program { name, source })?;
-        for tracepoint in tracepoints {
-            program
-                .attach("syscalls", tracepoint)
-                .map_err(|source| SamplerError::Attach {
-                    name,
-                    tracepoint: format!("syscalls:{tracepoint}"),
-                    source,
-                })?;
-        }
+        attach_tracepoints(ebpf, name, "syscalls", tracepoints)?;
     }
     let ring = take_map(ebpf, MAP_HTTP_EVENTS)?;
     Ok(HttpEvents {

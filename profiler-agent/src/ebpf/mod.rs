@@ -205,8 +205,18 @@ impl Sampler {
             })?;
 
         if config.follow_children == 1 {
-            attach_tracepoint(&mut ebpf, PROG_ON_PROCESS_FORK, "sched_process_fork")?;
-            attach_tracepoint(&mut ebpf, PROG_ON_PROCESS_EXIT, "sched_process_exit")?;
+            attach_tracepoints(
+                &mut ebpf,
+                PROG_ON_PROCESS_FORK,
+                "sched",
+                &["sched_process_fork"],
+            )?;
+            attach_tracepoints(
+                &mut ebpf,
+                PROG_ON_PROCESS_EXIT,
+                "sched",
+                &["sched_process_exit"],
+            )?;
         }
         attach_perf_events(&mut ebpf, &cpus, options.frequency_hz)?;
 
@@ -372,7 +382,13 @@ fn attach_perf_events(
     Ok(())
 }
 
-fn attach_tracepoint(ebpf: &mut Ebpf, name: &'static str, event: &str) -> Result<(), SamplerError> {
+/// Loads program `name` and attaches it to each tracepoint `category:event`.
+fn attach_tracepoints(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    category: &str,
+    events: &[&str],
+) -> Result<(), SamplerError> {
     let program: &mut TracePoint = ebpf
         .program_mut(name)
         .ok_or_else(|| SamplerError::Missing {
@@ -383,9 +399,15 @@ fn attach_tracepoint(ebpf: &mut Ebpf, name: &'static str, event: &str) -> Result
     program
         .load()
         .map_err(|source| SamplerError::Program { name, source })?;
-    program
-        .attach("sched", event)
-        .map_err(|source| SamplerError::Program { name, source })?;
+    for event in events {
+        program
+            .attach(category, event)
+            .map_err(|source| SamplerError::Attach {
+                name,
+                tracepoint: format!("{category}:{event}"),
+                source,
+            })?;
+    }
     Ok(())
 }
 

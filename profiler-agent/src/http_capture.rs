@@ -1,5 +1,5 @@
-//! The HTTP capture's thread: reads the kernel's exchange records, assembles spans
-//! ([`crate::capture::assemble`]), aggregates RED histograms ([`crate::capture::red`]) and hands
+//! The HTTP capture's thread: reads the kernel's records, assembles spans (HTTP/1.x in
+//! [`crate::capture::assemble`], HTTP/2 and gRPC in [`crate::capture::h2`]), aggregates RED histograms ([`crate::capture::red`]) and hands
 //! both to their sinks: the OTLP exporter (`run`) and/or a JSON-lines file (`record --spans`).
 
 use std::{
@@ -16,15 +16,17 @@ use std::{
 };
 
 use anyhow::{Context, Result};
+use profiler_common::{http_event, http_protocol};
 
 use crate::{
     agent::{process_exists, unix_now_ns},
     capture::{
         assemble::{Assembler, Clock, ExchangeRecord},
+        h2::H2Assembler,
         red::{DurationMetric, RedAggregator},
         span::{AttrValue, Attribute, Resource, Span, SpanKind},
     },
-    ebpf::HttpEvents,
+    ebpf::{HttpEvent, HttpEvents},
     encode::spans_json,
     export::otlp::OtlpExporter,
     metadata::Metadata,
@@ -64,6 +66,8 @@ pub struct CaptureCounters {
     pub unparsed: Mutex<BTreeMap<String, u64>>,
     pub orphan_records: AtomicU64,
     pub malformed_records: AtomicU64,
+    /// HTTP/2 connections given up (bytes missing where the parser needed them, HPACK errors).
+    pub h2_lost_connections: AtomicU64,
     /// Spans the JSON-lines file could not take (write errors).
     pub file_errors: AtomicU64,
 }
@@ -88,13 +92,14 @@ impl CaptureCounters {
         let file_errors = self.file_errors.load(Ordering::Relaxed);
         format!(
             "{} spans ({} server, {} client) from {} kernel records; without span: {unparsed}; \
-             orphan records {}, malformed records {}{}",
+             orphan records {}, malformed records {}, HTTP/2 connections lost {}{}",
             self.spans.load(Ordering::Relaxed),
             self.server_spans.load(Ordering::Relaxed),
             self.client_spans.load(Ordering::Relaxed),
             self.records.load(Ordering::Relaxed),
             self.orphan_records.load(Ordering::Relaxed),
             self.malformed_records.load(Ordering::Relaxed),
+            self.h2_lost_connections.load(Ordering::Relaxed),
             if file_errors > 0 {
                 format!("; {file_errors} spans not written (file errors)")
             } else {
@@ -128,6 +133,7 @@ impl HttpCapture {
         let worker = Worker {
             events,
             assembler: Assembler::default(),
+            h2: H2Assembler::default(),
             red: RedAggregator::new(sinks.max_series_per_service),
             resources: Resources::new(sinks.service_name.clone()),
             file,
@@ -164,6 +170,7 @@ impl HttpCapture {
 struct Worker {
     events: HttpEvents,
     assembler: Assembler,
+    h2: H2Assembler,
     red: RedAggregator,
     resources: Resources,
     file: Option<BufWriter<File>>,
@@ -186,23 +193,38 @@ impl Worker {
                 clock = read_clock();
                 clock_read_at = Instant::now();
             }
-            let (assembler, resources) = (&mut self.assembler, &mut self.resources);
-            let read = self.events.for_each(|exchange, request| {
-                assembler.push(
+            let (assembler, h2, resources) =
+                (&mut self.assembler, &mut self.h2, &mut self.resources);
+            let read = self.events.for_each(|event| match event {
+                HttpEvent::Exchange(x, _)
+                    if x.kind == http_event::CLOSE && x.protocol == http_protocol::HTTP2 =>
+                {
+                    h2.close(x.pid, x.fd, x.conn_start_ns)
+                }
+                HttpEvent::Exchange(exchange, request) => assembler.push(
                     &ExchangeRecord { exchange, request },
                     clock,
                     &mut |pid, comm| resources.get(pid, comm),
                     &mut spans,
-                );
+                ),
+                HttpEvent::H2(chunk, data) => h2.push(
+                    chunk,
+                    data,
+                    clock,
+                    &mut |pid, comm| resources.get(pid, comm),
+                    &mut spans,
+                ),
             });
             self.counters
                 .records
                 .fetch_add(read as u64, Ordering::Relaxed);
             if stopping {
                 self.assembler.finish_all(&mut spans);
+                self.h2.finish_all();
             } else if Instant::now() >= next_idle_check {
                 self.assembler
                     .finish_idle(monotonic_now_ns(), &process_exists, &mut spans);
+                self.h2.forget_dead(&process_exists);
                 self.resources.prune();
                 next_idle_check = Instant::now() + IDLE_CHECK_INTERVAL;
             }
@@ -239,9 +261,13 @@ impl Worker {
     /// Hands finished spans to the sinks and updates the counters.
     fn deliver(&mut self, spans: &mut Vec<Span>) {
         let stats = &self.assembler.stats;
+        let h2 = &self.h2.stats;
         self.counters
             .orphan_records
-            .store(stats.orphan_records, Ordering::Relaxed);
+            .store(stats.orphan_records + h2.orphan_frames, Ordering::Relaxed);
+        self.counters
+            .h2_lost_connections
+            .store(h2.lost_connections.values().sum(), Ordering::Relaxed);
         self.counters
             .malformed_records
             .store(self.events.malformed, Ordering::Relaxed);
@@ -249,16 +275,20 @@ impl Worker {
             for (reason, n) in &stats.unparsed {
                 unparsed.insert(reason.label(), *n);
             }
+            for (reason, n) in &h2.unparsed {
+                unparsed.insert(format!("h2_{reason}"), *n);
+            }
         }
         if spans.is_empty() {
             return;
         }
         for span in spans.iter() {
-            let (metric, counter) = match span.kind {
-                SpanKind::Server => (DurationMetric::HttpServer, &self.counters.server_spans),
-                SpanKind::Client => (DurationMetric::HttpClient, &self.counters.client_spans),
+            let counter = match span.kind {
+                SpanKind::Server => &self.counters.server_spans,
+                SpanKind::Client => &self.counters.client_spans,
             };
             counter.fetch_add(1, Ordering::Relaxed);
+            let metric = DurationMetric::of(span);
             if self.sinks.otlp.is_some() {
                 let seconds = span.end_unix_ns.saturating_sub(span.start_unix_ns) as f64 / 1e9;
                 self.red
@@ -286,13 +316,17 @@ impl Worker {
 /// The attributes of the duration histograms: the span's low-cardinality ones only (never the
 /// path, the user agent or the client address).
 fn metric_attributes(span: &Span) -> Vec<Attribute> {
-    const KEPT: [&str; 6] = [
+    const KEPT: [&str; 10] = [
         "http.request.method",
         "http.response.status_code",
         "http.route",
         "error.type",
         "network.protocol.version",
         "server.port",
+        "rpc.system",
+        "rpc.service",
+        "rpc.method",
+        "rpc.grpc.status_code",
     ];
     let client_kept = |name: &str| span.kind == SpanKind::Client && name == "server.address";
     span.attributes

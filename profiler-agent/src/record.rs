@@ -170,12 +170,14 @@ pub fn run(options: RecordOptions) -> Result<u8> {
         let counters = capture.counters.clone();
         capture.stop()?;
         eprintln!(
-            "http: {}; kernel: {} requests, {} responses, {} traceparents, {} records lost, \
-             {} connections not followed (map full), {} unrecognized writes/reads",
+            "http: {}; kernel: {} requests, {} responses, {} traceparents, {} HTTP/2 \
+             connections, {} records lost, {} connections not followed (map full), \
+             {} unrecognized writes/reads",
             counters.describe(),
             kernel.get(Stat::HttpRequests),
             kernel.get(Stat::HttpResponses),
             kernel.get(Stat::HttpTraceparents),
+            kernel.get(Stat::Http2Connections),
             kernel.get(Stat::HttpEventsLost),
             kernel.get(Stat::HttpConnsFull),
             kernel.get(Stat::HttpUnrecognized),

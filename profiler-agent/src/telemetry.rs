@@ -412,6 +412,11 @@ pub fn agent_metrics(state: &AgentState<'_>) -> Exposition {
             Stat::HttpTraceparents,
         ),
         (
+            "profiler_agent_http2_connections_total",
+            "HTTP/2 connections followed from their connection preface.",
+            Stat::Http2Connections,
+        ),
+        (
             "profiler_agent_http_records_lost_total",
             "HTTP records lost because the ring buffer was full.",
             Stat::HttpEventsLost,
@@ -456,6 +461,13 @@ pub fn agent_metrics(state: &AgentState<'_>) -> Exposition {
                 );
             }
         }
+        page.counter(
+            "profiler_agent_http2_connections_lost_total",
+            "HTTP/2 connections given up: bytes the parser needed were not captured, or HPACK \
+             failed.",
+            &[],
+            load(&capture.h2_lost_connections),
+        );
     }
     if let Some(otlp) = state.otlp {
         page.counter(

@@ -185,6 +185,9 @@ pub mod http_event {
     /// [`MORE_INTERVAL_NS`] per exchange: the final end also comes with the connection's next
     /// EXCHANGE (`prev_response_end_ns`) or its CLOSE.
     pub const MORE: u32 = 2;
+    /// Bytes one syscall moved on an HTTP/2 connection: an [`super::H2Chunk`], not an
+    /// `HttpExchange` (records of both kinds share the ring buffer; `kind` comes first in both).
+    pub const H2_DATA: u32 = 4;
     /// The process closed the connection (header only). An exchange still waiting for its
     /// response comes with [`super::http_flags::NO_RESPONSE`].
     pub const CLOSE: u32 = 3;
@@ -209,6 +212,73 @@ pub mod http_flags {
     pub const NO_RESPONSE: u32 = 4;
     /// The trace context came from the request's `traceparent` header.
     pub const TRACEPARENT: u32 = 8;
+}
+
+/// Values of [`HttpExchange::protocol`].
+pub mod http_protocol {
+    /// HTTP/1.x: the kernel pairs requests and responses and sends EXCHANGE/MORE records.
+    pub const HTTP1: u32 = 0;
+    /// HTTP/2 (from the client connection preface): the kernel sends the bytes of every
+    /// syscall as [`super::H2Chunk`] records; user space parses frames and HPACK.
+    pub const HTTP2: u32 = 1;
+}
+
+/// Bytes of one syscall an [`H2Chunk`] keeps (the array is twice as large, for the verifier).
+pub const H2_CHUNK_BYTES: usize = 4096;
+/// Buffers (iovecs) of one syscall the kernel looks at; bytes of later ones are missing. gRPC's
+/// C core writes each header name and value from its own buffer.
+pub const H2_IOVECS: usize = 64;
+/// Gaps one [`H2Chunk`] can describe.
+pub const H2_GAPS: usize = 16;
+/// Bytes kept of a buffer that does not fit whole while more buffers follow (enough for the
+/// frame header a DATA payload buffer may start with): the room is kept for the next buffers,
+/// which hold the frames that follow a large payload (trailers, the next HEADERS).
+pub const H2_BUFFER_HEAD: usize = 64;
+
+/// The bytes one syscall moved on an HTTP/2 connection (record kind
+/// [`http_event::H2_DATA`]), cut after `data_len` bytes of `data`.
+///
+/// `data` holds the kept bytes in the order they moved. Where bytes were not kept, `gaps` says
+/// so: `[at, missing]` = `missing` bytes moved between `data[..at]` and `data[at..]` (sorted by
+/// `at`). Bytes moved past `data_len` and the gaps (`moved - data_len - sum(missing)`) are
+/// missing after the last kept byte. User space knows where and how many bytes are missing, so
+/// frame boundaries survive gaps that fall inside DATA payloads.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct H2Chunk {
+    /// [`http_event::H2_DATA`].
+    pub kind: u32,
+    /// [`http_role`] of the process on this connection.
+    pub role: u32,
+    pub pid: u32,
+    /// The thread that made the syscall.
+    pub tid: u32,
+    pub fd: u32,
+    /// 1: the process wrote the bytes; 0: it read them.
+    pub write: u32,
+    /// Entries of `gaps` in use.
+    pub gap_count: u32,
+    /// Bytes of `data` that are valid.
+    pub data_len: u32,
+    /// With `pid` and `fd`, identifies the connection (as in [`HttpExchange`]).
+    pub conn_start_ns: u64,
+    /// Entry and return of the syscall (`CLOCK_MONOTONIC`).
+    pub enter_ns: u64,
+    pub exit_ns: u64,
+    /// Bytes the syscall moved (its return value).
+    pub moved: u64,
+    /// For writes: the trace context of the writing thread while it serves a request (see
+    /// [`MAP_TRACES_CTX`]), so the requests it sends become children; zero otherwise.
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub comm: [u8; COMM_LEN],
+    pub gaps: [[u32; 2]; H2_GAPS],
+    pub data: [u8; 2 * H2_CHUNK_BYTES],
+}
+
+impl H2Chunk {
+    /// Bytes of the record before `data`.
+    pub const HEADER_BYTES: usize = 8 * 4 + 4 * 8 + 24 + COMM_LEN + 8 * H2_GAPS;
 }
 
 /// Values of [`HttpExchange::phase`] (kernel bookkeeping; user space may ignore it).
@@ -256,7 +326,8 @@ pub struct HttpExchange {
     /// Kernel scratch space (the verifier needs a round trip through memory; see
     /// `find_traceparent`).
     pub scratch: u32,
-    pub _reserved: u32,
+    /// [`http_protocol`] of the connection (in CLOSE records: which assembler it belongs to).
+    pub protocol: u32,
     /// When the capture started following this connection: with `pid` and `fd`, identifies it.
     pub conn_start_ns: u64,
     pub request_start_ns: u64,
@@ -369,11 +440,13 @@ pub enum Stat {
     /// Bytes on a followed connection that neither continue nor start a request or response
     /// (binary data after an HTTP exchange, an upgrade, garbage).
     HttpUnrecognized,
+    /// HTTP/2 connections followed from their connection preface.
+    Http2Connections,
 }
 
 impl Stat {
     /// Number of counters in [`MAP_STATS`].
-    pub const COUNT: u32 = Stat::HttpUnrecognized as u32 + 1;
+    pub const COUNT: u32 = Stat::Http2Connections as u32 + 1;
 }
 
 #[cfg(feature = "user")]
@@ -391,6 +464,8 @@ mod pod {
     unsafe impl aya::Pod for super::ConnKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::HttpExchange {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::H2Chunk {}
 }
 
 #[cfg(test)]
@@ -415,6 +490,11 @@ mod tests {
             core::mem::offset_of!(HttpExchange, request),
             HttpExchange::HEADER_BYTES
         );
+        assert_eq!(
+            size_of::<H2Chunk>(),
+            H2Chunk::HEADER_BYTES + 2 * H2_CHUNK_BYTES
+        );
+        assert_eq!(core::mem::offset_of!(H2Chunk, data), H2Chunk::HEADER_BYTES);
         assert_eq!(size_of::<StackTrace>(), 8 * (1 + MAX_STACK_DEPTH));
     }
 }

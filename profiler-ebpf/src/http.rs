@@ -28,9 +28,10 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use profiler_common::{
-    http_event, http_flags, http_phase, http_role, ConnKey, HttpExchange, Stat, TraceCtx, COMM_LEN,
-    HTTP_CONNS_MAX_ENTRIES, HTTP_EVENTS_BYTES, REQUEST_CAPTURE_BYTES, RESPONSE_CAPTURE_BYTES,
-    MORE_INTERVAL_NS, SYSCALL_ARGS_MAX_ENTRIES, TRACES_CTX_MAX_ENTRIES,
+    http_event, http_flags, http_phase, http_protocol, http_role, ConnKey, H2Chunk, HttpExchange,
+    Stat, TraceCtx, COMM_LEN, H2_BUFFER_HEAD, H2_CHUNK_BYTES, H2_GAPS, H2_IOVECS, HTTP_CONNS_MAX_ENTRIES,
+    HTTP_EVENTS_BYTES, MORE_INTERVAL_NS, REQUEST_CAPTURE_BYTES, RESPONSE_CAPTURE_BYTES,
+    SYSCALL_ARGS_MAX_ENTRIES, TRACES_CTX_MAX_ENTRIES,
 };
 
 use crate::{count, CONFIG, PID_FILTER};
@@ -90,6 +91,10 @@ static HTTP_EVENTS: RingBuf = RingBuf::with_byte_size(HTTP_EVENTS_BYTES, 0);
 /// Per-CPU zeroed template a new connection's entry is inserted from (too large for the stack).
 #[map]
 static EXCHANGE_SCRATCH: PerCpuArray<HttpExchange> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU space an HTTP/2 chunk record is assembled in (too large for the stack).
+#[map]
+static H2_SCRATCH: PerCpuArray<H2Chunk> = PerCpuArray::with_max_entries(1, 0);
 
 /// `struct iovec`.
 #[repr(C)]
@@ -302,21 +307,31 @@ fn try_on_data_exit(ctx: &TracePointContext, write: bool) -> Option<()> {
     let exchange = match HTTP_CONNS.get_ptr_mut(&key) {
         Some(exchange) => exchange,
         None => {
-            if !is_request_start(&head, len) {
+            let protocol = if is_request_start(&head, len) {
+                http_protocol::HTTP1
+            } else if starts_with(&head, len, b"PRI * HT") {
+                // The HTTP/2 client connection preface ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").
+                count(Stat::Http2Connections);
+                http_protocol::HTTP2
+            } else {
                 return None;
-            }
+            };
             let role = if write {
                 http_role::CLIENT
             } else {
                 http_role::SERVER
             };
-            new_connection(&key, role, now)?
+            new_connection(&key, role, protocol, now)?
         }
     };
     // SAFETY: a live entry of the connection map. Only this thread's syscalls on this fd
     // reach it; two threads racing on one socket could interleave updates, which at worst
     // garbles that exchange's record (user space validates everything it parses).
     let x = unsafe { &mut *exchange };
+    if x.protocol == http_protocol::HTTP2 {
+        send_h2_chunk(x, &args, moved, write, pid_tgid, now);
+        return Some(());
+    }
     let request_direction = (x.role == http_role::SERVER) != write;
     let sent_at = if write { args.enter_ns } else { now };
 
@@ -410,7 +425,12 @@ fn is_switching_protocols(x: &HttpExchange) -> bool {
 }
 
 #[inline(always)]
-fn new_connection(key: &ConnKey, role: u32, now: u64) -> Option<*mut HttpExchange> {
+fn new_connection(
+    key: &ConnKey,
+    role: u32,
+    protocol: u32,
+    now: u64,
+) -> Option<*mut HttpExchange> {
     let template = EXCHANGE_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: this CPU's scratch entry; nothing else uses it while this program runs.
     let t = unsafe { &mut *template };
@@ -421,6 +441,7 @@ fn new_connection(key: &ConnKey, role: u32, now: u64) -> Option<*mut HttpExchang
     t.phase = 0;
     t.seq = 0;
     t.carry = 0;
+    t.protocol = protocol;
     t.request_start_ns = 0;
     t.conn_start_ns = now;
     if HTTP_CONNS.insert(key, &*t, 0).is_err() {
@@ -428,6 +449,148 @@ fn new_connection(key: &ConnKey, role: u32, now: u64) -> Option<*mut HttpExchang
         return None;
     }
     HTTP_CONNS.get_ptr_mut(key)
+}
+
+/// Sends the bytes a syscall moved on an HTTP/2 connection: up to [`H2_CHUNK_BYTES`] of them
+/// from up to [`H2_IOVECS`] buffers, and where bytes are missing (see [`H2Chunk`]).
+#[inline(always)]
+fn send_h2_chunk(
+    x: &HttpExchange,
+    args: &SyscallArgs,
+    moved: u64,
+    write: bool,
+    pid_tgid: u64,
+    now: u64,
+) -> Option<()> {
+    let chunk = H2_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's scratch entry; nothing else uses it while this program runs.
+    let c = unsafe { &mut *chunk };
+    c.kind = http_event::H2_DATA;
+    c.role = x.role;
+    c.pid = x.pid;
+    c.tid = pid_tgid as u32;
+    c.fd = x.fd;
+    c.write = u32::from(write);
+    c.conn_start_ns = x.conn_start_ns;
+    c.enter_ns = args.enter_ns;
+    c.exit_ns = now;
+    c.moved = moved;
+    c.comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+    let ctx = if write {
+        // SAFETY: a live entry of the LRU map; copied out at once.
+        TRACES_CTX.get_ptr(&pid_tgid).map(|ctx| unsafe { *ctx })
+    } else {
+        None
+    };
+    let ctx = ctx.unwrap_or(TraceCtx {
+        trace_id: [0; 16],
+        span_id: [0; 8],
+    });
+    c.trace_id = ctx.trace_id;
+    c.span_id = ctx.span_id;
+    c.gap_count = 0;
+    c.data_len = 0;
+
+    if args.data == DATA_BUF {
+        keep_buffer(c, args.ptr, moved, true);
+    } else if args.data == DATA_IOV || args.data == DATA_MSG {
+        let iov_ptr = if args.data == DATA_IOV {
+            args.ptr
+        } else {
+            // SAFETY: a user pointer read with a fault-safe helper.
+            unsafe { bpf_probe_read_user((args.ptr as usize + MSGHDR_IOV) as *const u64) }
+                .ok()?
+        };
+        let mut left = moved;
+        let mut i = 0;
+        while i < H2_IOVECS && left > 0 {
+            // SAFETY: as above.
+            let Ok(iov) = (unsafe {
+                bpf_probe_read_user((iov_ptr as usize + i * 16) as *const IoVec)
+            }) else {
+                break;
+            };
+            let len = if iov.len < left { iov.len } else { left };
+            left -= len;
+            if !keep_buffer(c, iov.base, len, left == 0) {
+                break;
+            }
+            i += 1;
+        }
+    }
+    let size = H2Chunk::HEADER_BYTES + (c.data_len as usize & (2 * H2_CHUNK_BYTES - 1));
+    // SAFETY: `c` is a map value of size_of::<H2Chunk>() bytes and `size` never exceeds it;
+    // the ring buffer copies the bytes.
+    let ret = unsafe {
+        bpf_ringbuf_output(
+            core::ptr::from_ref(&HTTP_EVENTS)
+                .cast_mut()
+                .cast::<c_void>(),
+            core::ptr::from_mut(c).cast::<c_void>(),
+            size as u64,
+            BPF_RB_NO_WAKEUP as u64,
+        )
+    };
+    if ret < 0 {
+        count(Stat::HttpEventsLost);
+    }
+    Some(())
+}
+
+/// Appends the bytes of one buffer (`len` at `buf`) to the chunk: all of them when they fit;
+/// else as many as fit if it is the `last` buffer, or its first [`H2_BUFFER_HEAD`] (room
+/// permitting) and a gap for the rest. Returns false when the gap list is full: the rest of the
+/// syscall is then missing after the data.
+#[inline(always)]
+fn keep_buffer(c: &mut H2Chunk, buf: u64, len: u64, last: bool) -> bool {
+    let at = c.data_len as usize;
+    let room = H2_CHUNK_BYTES.saturating_sub(at) as u64;
+    // Bounded by a constant first: verifiers before ~6.8 learn nothing from comparing two
+    // registers (`len <= room`), and an unbounded size fails to load there.
+    let capped = if len > H2_CHUNK_BYTES as u64 {
+        H2_CHUNK_BYTES as u64
+    } else {
+        len
+    };
+    let mut n = if capped <= room {
+        capped
+    } else if last || room < H2_BUFFER_HEAD as u64 {
+        room
+    } else {
+        H2_BUFFER_HEAD as u64
+    };
+    if n > 0 {
+        // SAFETY: at < H2_CHUNK_BYTES (masked for the verifier) and n <= H2_CHUNK_BYTES, so the
+        // copy stays inside the 2 * H2_CHUNK_BYTES array; the read faults safely.
+        let ret = unsafe {
+            probe_read_user(
+                c.data
+                    .as_mut_ptr()
+                    .add(at & (H2_CHUNK_BYTES - 1))
+                    .cast::<c_void>(),
+                n as u32,
+                buf as *const c_void,
+            )
+        };
+        if ret != 0 {
+            n = 0;
+        }
+    }
+    c.data_len = (at as u64 + n) as u32;
+    if n == len {
+        return true;
+    }
+    if last {
+        // Missing after the data: no gap entry needed.
+        return true;
+    }
+    let index = c.gap_count as usize;
+    if index >= H2_GAPS {
+        return false;
+    }
+    c.gaps[index & (H2_GAPS - 1)] = [c.data_len, (len - n) as u32];
+    c.gap_count += 1;
+    true
 }
 
 /// Starts a new exchange with the first request bytes (after `carried`, a byte read earlier).

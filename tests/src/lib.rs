@@ -5,15 +5,20 @@
 //! agent with a timeout, and [`parse_folded`] / [`Summary::parse`] read what it wrote.
 //!
 //! Root-only tests start with [`require_sampler`] (or [`require_root`]), tests of a fixture also
-//! with [`require_gcc`]: each returns `false` after printing `skipping: <reason>` when the test
-//! cannot run here, and panics instead when the `CI` environment variable is set, because CI runs
-//! as root on a BPF-capable kernel with the tools installed.
+//! with [`require_gcc`] or [`require_tool`]: each returns `false` after printing
+//! `skipping: <reason>` when the test cannot run here, and panics instead when the `CI`
+//! environment variable is set, because CI runs as root on a BPF-capable kernel with the tools
+//! installed.
+//!
+//! The capture tests (`tests/http.rs`, `tests/grpc.rs`) record with [`start_recording`] and read
+//! what the agent wrote with [`read_spans`], [`attr`] and [`http_summary`].
 
 use std::{
     collections::HashMap,
     ffi::OsStr,
     fs,
     io::{Read, Write},
+    net::{Ipv4Addr, TcpListener},
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
@@ -24,6 +29,8 @@ use std::{
     thread,
     time::{Duration, Instant},
 };
+
+use serde_json::Value;
 
 /// How long one agent run may take before the test kills it and fails: a hang, not slowness
 /// (recordings in the tests last a few seconds).
@@ -432,6 +439,74 @@ pub fn expect_failure(what: &str, output: &Output) -> String {
         output.status
     );
     stderr
+}
+
+/// `true` when `program` runs (`program args` exits 0); else skips (fails under CI).
+pub fn require_tool(test: &str, program: &str, args: &[&str], package: &str) -> bool {
+    let runs = Command::new(program)
+        .args(args)
+        .output()
+        .is_ok_and(|output| output.status.success());
+    runs || skip(
+        test,
+        &format!("{program} is not installed (apt-get install {package})"),
+    )
+}
+
+/// A TCP port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .unwrap_or_else(|error| panic!("cannot find a free port: {error}"))
+}
+
+/// `profiler-agent record --spans` of `command`, writing into `dir`.
+pub fn start_recording(dir: &Path, frequency_hz: u32, command: &[&str]) -> Child {
+    let mut agent = Command::new(agent_binary());
+    agent
+        .arg("record")
+        .arg("-q")
+        .arg("-F")
+        .arg(frequency_hz.to_string())
+        .arg("--spans")
+        .arg(dir.join("spans.jsonl"))
+        .arg("-o")
+        .arg(dir.join("profile.pb.gz"))
+        .arg("--")
+        .args(command);
+    spawn_captured(&mut agent)
+}
+
+/// The spans a recording of [`start_recording`] wrote into `dir`, one JSON object each.
+pub fn read_spans(dir: &Path) -> Vec<Value> {
+    let path = dir.join("spans.jsonl");
+    let text = fs::read_to_string(&path)
+        .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
+    text.lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|error| panic!("bad span line {line:?}: {error}"))
+        })
+        .collect()
+}
+
+/// The attribute `name` of a span (`Null` when absent).
+pub fn attr<'a>(span: &'a Value, name: &str) -> &'a Value {
+    &span["attributes"][name]
+}
+
+/// How long a span lasted, in milliseconds (NaN when the field is missing).
+pub fn duration_ms(span: &Value) -> f64 {
+    span["duration_ms"].as_f64().unwrap_or(f64::NAN)
+}
+
+/// The agent's `http:` summary line.
+pub fn http_summary(stderr: &str) -> &str {
+    stderr
+        .lines()
+        .find(|line| line.starts_with("http: "))
+        .unwrap_or_else(|| panic!("no `http:` summary in the agent's stderr:\n{stderr}"))
 }
 
 /// A directory of its own for one test, removed on drop unless the test panicked with files in

@@ -9,7 +9,7 @@ use std::{
     collections::HashMap,
     fs,
     io::{Read, Write},
-    net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream},
+    net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream},
     path::Path,
     process::{Child, Command, Output},
     sync::{Mutex, MutexGuard, PoisonError},
@@ -18,8 +18,9 @@ use std::{
 
 use serde_json::Value;
 use tests::{
-    agent_binary, expect_success, require_sampler, skip, spawn_captured, wait_with_timeout,
-    TempDir, AGENT_TIMEOUT,
+    agent_binary, attr, duration_ms, expect_success, free_port, http_summary, read_spans,
+    require_sampler, require_tool, spawn_captured, start_recording, wait_with_timeout, TempDir,
+    AGENT_TIMEOUT,
 };
 
 /// One capture at a time: the tests share 2 cores, and the CPU-time test needs them.
@@ -27,26 +28,6 @@ static CAPTURE: Mutex<()> = Mutex::new(());
 
 fn one_at_a_time() -> MutexGuard<'static, ()> {
     CAPTURE.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// `true` when `program` runs (`program args` exits 0); else skips (fails under CI).
-fn require_tool(test: &str, program: &str, args: &[&str], package: &str) -> bool {
-    let runs = Command::new(program)
-        .args(args)
-        .output()
-        .is_ok_and(|output| output.status.success());
-    runs || skip(
-        test,
-        &format!("{program} is not installed (apt-get install {package})"),
-    )
-}
-
-/// A TCP port nothing listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .unwrap_or_else(|error| panic!("cannot find a free port: {error}"))
 }
 
 /// Waits until something accepts connections on `port`.
@@ -65,23 +46,6 @@ fn wait_for_port(port: u16, agent: &mut Child) {
     }
 }
 
-/// `profiler-agent record --spans` of `command`, writing into `dir`.
-fn start_recording(dir: &Path, frequency_hz: u32, command: &[&str]) -> Child {
-    let mut agent = Command::new(agent_binary());
-    agent
-        .arg("record")
-        .arg("-q")
-        .arg("-F")
-        .arg(frequency_hz.to_string())
-        .arg("--spans")
-        .arg(dir.join("spans.jsonl"))
-        .arg("-o")
-        .arg(dir.join("profile.pb.gz"))
-        .arg("--")
-        .args(command);
-    spawn_captured(&mut agent)
-}
-
 /// Stops a recording with Ctrl-C (the agent then stops the command) and returns its output.
 fn interrupt(agent: Child) -> Output {
     let status = Command::new("kill")
@@ -92,30 +56,10 @@ fn interrupt(agent: Child) -> Output {
     wait_with_timeout(agent, AGENT_TIMEOUT, "profiler-agent record")
 }
 
-fn read_spans(dir: &Path) -> Vec<Value> {
-    let path = dir.join("spans.jsonl");
-    let text = fs::read_to_string(&path)
-        .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
-    text.lines()
-        .map(|line| {
-            serde_json::from_str(line)
-                .unwrap_or_else(|error| panic!("bad span line {line:?}: {error}"))
-        })
-        .collect()
-}
-
-fn attr<'a>(span: &'a Value, name: &str) -> &'a Value {
-    &span["attributes"][name]
-}
-
 fn status_of(span: &Value) -> i64 {
     attr(span, "http.response.status_code")
         .as_i64()
         .unwrap_or_else(|| panic!("span without a status code: {span}"))
-}
-
-fn duration_ms(span: &Value) -> f64 {
-    span["duration_ms"].as_f64().unwrap_or(f64::NAN)
 }
 
 /// Spans per (kind, service, name, status).
@@ -199,14 +143,6 @@ fn send_garbage(port: u16) {
     // A request cut before its end, then the connection closed.
     send_raw(port, b"GET /cut HTTP/1.1\r\nHost: loc");
     send_raw(port, b"GET ");
-}
-
-/// The agent's `http:` summary line.
-fn http_summary(stderr: &str) -> &str {
-    stderr
-        .lines()
-        .find(|line| line.starts_with("http: "))
-        .unwrap_or_else(|| panic!("no `http:` summary in the agent's stderr:\n{stderr}"))
 }
 
 const NGINX_CONF: &str = "worker_processes 1;

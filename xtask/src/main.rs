@@ -200,8 +200,9 @@ const TEST_PACKAGES: &[(&str, &str, &[&str])] = &[
     ("chromium-driver", "chromedriver", &["--version"]),
 ];
 
-/// Python packages the tests drive: the OpenTelemetry SDK as a real OTLP client, and offline
-/// Kubernetes schema validation and Helm for the deployment manifests. (module, pip requirement)
+/// Python packages the tests drive: the OpenTelemetry SDK as a real OTLP client, offline
+/// Kubernetes schema validation and Helm for the deployment manifests, and grpcio for the gRPC
+/// capture. (module, pip requirement)
 const TEST_PYTHON_PACKAGES: &[(&str, &str)] = &[
     ("opentelemetry.sdk", "opentelemetry-sdk==1.45.2"),
     (
@@ -209,6 +210,8 @@ const TEST_PYTHON_PACKAGES: &[(&str, &str)] = &[
         "opentelemetry-exporter-otlp-proto-grpc==1.45.2",
     ),
     ("kubernetes_validate", "kubernetes-validate==1.37.0"),
+    // A real gRPC server and client for the HTTP/2 capture tests.
+    ("grpc", "grpcio==1.85.1"),
     ("helm_python", "helm-python-sdk==0.2.2"),
 ];
 

@@ -25,8 +25,10 @@
 //!    (this binary with [`HTTP_CHILD_ARG`]; the capture ignores the agent's own pid) runs a
 //!    loopback HTTP/1.1 server and client. Its exchanges must come back from both ends, the
 //!    first with the trace context of its `traceparent`, and samples of the server thread must
-//!    carry the span of the request it was serving. Two lines report it: `http_exchange` (the
-//!    records) and `http_span_link` (the samples).
+//!    carry the span of the request it was serving. Then it makes one gRPC-shaped HTTP/2 call
+//!    (h2c, the request written with `writev` from several buffers). Three lines report it:
+//!    `http_exchange` (the HTTP/1.1 records), `http_span_link` (the samples) and
+//!    `http2_exchange` (the call's server and client spans, assembled from the kernel's chunks).
 //!
 //! The tracepoint programs change only kernel maps, which the agent does not read back, so
 //! their run counts come from the kernel's BPF statistics ([`BpfStats`]).
@@ -49,8 +51,13 @@ use std::{
 
 use anyhow::{bail, ensure, Context, Result};
 use profiler_agent::{
+    capture::{
+        assemble::Clock,
+        h2::H2Assembler,
+        span::{AttrValue, Resource, Span, SpanKind},
+    },
     collect::{hex, Collector},
-    ebpf::{HttpEvents, HttpRecord, KernelStats, Sampler, SamplerError, SamplerOptions},
+    ebpf::{HttpEvent, HttpEvents, HttpRecord, KernelStats, Sampler, SamplerError, SamplerOptions},
     profile::Profile,
     symbolize::Symbolizer,
 };
@@ -96,6 +103,9 @@ const HTTP_IO_TIMEOUT: Duration = Duration::from_secs(20);
 /// Names of the HTTP check's report lines (checks over all of the capture's programs).
 const HTTP_EXCHANGE_CHECK: &str = "http_exchange";
 const HTTP_SPAN_LINK_CHECK: &str = "http_span_link";
+const HTTP2_CHECK: &str = "http2_exchange";
+/// The gRPC method of the HTTP/2 call (`:path`).
+const GRPC_PATH: &str = "/kcheck.Check/Ping";
 /// Longest program name the kernel keeps (`BPF_OBJ_NAME_LEN` minus the NUL).
 const KERNEL_PROG_NAME_LEN: usize = 15;
 
@@ -644,13 +654,14 @@ fn check_http_capture(bpf_stats: Option<&BpfStats>) -> Vec<ProgramReport> {
             let mut reports = start_failed(&programs, &error);
             reports.push(ProgramReport::new(HTTP_EXCHANGE_CHECK));
             reports.push(ProgramReport::new(HTTP_SPAN_LINK_CHECK));
+            reports.push(ProgramReport::new(HTTP2_CHECK));
             return reports;
         }
     };
     let attach_ms = attaching.elapsed().as_millis();
-    let mut records = Vec::new();
+    let mut captured = Captured::default();
     let mut collector = Collector::default();
-    let run = run_http_fixture(&mut sampler, &mut events, &mut records, &mut collector);
+    let run = run_http_fixture(&mut sampler, &mut events, &mut captured, &mut collector);
     let stats = sampler.stats();
     // Read while the sampler still holds the programs open.
     let runs = bpf_stats.map(BpfStats::programs);
@@ -701,11 +712,84 @@ fn check_http_capture(bpf_stats: Option<&BpfStats>) -> Vec<ProgramReport> {
         }
     };
     let (fixture, stats) = fixture;
-    let server_spans = check_http_records(&mut exchange, &fixture, &records, &events, &stats);
+    let server_spans =
+        check_http_records(&mut exchange, &fixture, &captured.records, &events, &stats);
     check_span_link(&mut span_link, &fixture, &server_spans, &collector, &stats);
+    let mut http2 = ProgramReport::running(HTTP2_CHECK);
+    check_http2(&mut http2, &captured, &stats);
     reports.push(exchange);
     reports.push(span_link);
+    reports.push(http2);
     reports
+}
+
+/// What the HTTP check read from the ring buffer: the HTTP/1.x records, and the spans the
+/// agent's HTTP/2 assembler made of the chunks.
+#[derive(Default)]
+struct Captured {
+    records: Vec<HttpRecord>,
+    h2: H2Assembler,
+    h2_chunks: u64,
+    h2_spans: Vec<Span>,
+}
+
+impl Captured {
+    fn read(&mut self, events: &mut HttpEvents) {
+        let clock = Clock { offset_ns: 0 };
+        let mut resource = |_: u32, comm: &str| {
+            std::sync::Arc::new(Resource {
+                service_name: comm.to_string(),
+                attributes: Vec::new(),
+            })
+        };
+        events.for_each(|event| match event {
+            HttpEvent::Exchange(exchange, request) => self.records.push(HttpRecord {
+                exchange: Box::new(*exchange),
+                request: request.to_vec(),
+            }),
+            HttpEvent::H2(chunk, data) => {
+                self.h2_chunks += 1;
+                self.h2
+                    .push(chunk, data, clock, &mut resource, &mut self.h2_spans);
+            }
+        });
+    }
+}
+
+/// The fixture's HTTP/2 call came back as one server and one client span with its method and
+/// status.
+fn check_http2(report: &mut ProgramReport, captured: &Captured, stats: &KernelStats) {
+    let calls = |kind: SpanKind| {
+        captured
+            .h2_spans
+            .iter()
+            .filter(|span| span.kind == kind && span.name == GRPC_PATH[1..])
+            .filter(|span| {
+                let status = span
+                    .attributes
+                    .iter()
+                    .find(|(name, _)| name == "rpc.grpc.status_code");
+                matches!(status, Some((_, AttrValue::Int(0))))
+            })
+            .count()
+    };
+    let (server, client) = (calls(SpanKind::Server), calls(SpanKind::Client));
+    report.detail("h2_connections", stats.get(Stat::Http2Connections));
+    report.detail("h2_chunks", captured.h2_chunks);
+    report.detail("spans", captured.h2_spans.len());
+    report.detail("server_calls", server);
+    report.detail("client_calls", client);
+    report.detail(
+        "connections_lost",
+        captured.h2.stats.lost_connections.values().sum::<u64>(),
+    );
+    report.data = if captured.h2_chunks > 0 {
+        Step::Yes
+    } else {
+        Step::No
+    };
+    report.require("server_call_ok", server == 1);
+    report.require("client_call_ok", client == 1);
 }
 
 /// The kernel's statistics of `program`, which it knows by the first [`KERNEL_PROG_NAME_LEN`]
@@ -727,7 +811,7 @@ struct HttpFixture {
 fn run_http_fixture(
     sampler: &mut Sampler,
     events: &mut HttpEvents,
-    records: &mut Vec<HttpRecord>,
+    captured: &mut Captured,
     collector: &mut Collector,
 ) -> Result<HttpFixture> {
     let exe = std::env::current_exe().context("cannot find this executable")?;
@@ -737,7 +821,7 @@ fn run_http_fixture(
         .stdout(Stdio::piped())
         .spawn()
         .with_context(|| format!("cannot start the HTTP fixture {}", exe.display()))?;
-    let run = drive_http_fixture(&mut child, sampler, events, records, collector);
+    let run = drive_http_fixture(&mut child, sampler, events, captured, collector);
     if run.is_err() {
         // Never leave it behind (it may wait for its go, or for a response).
         let _ = child.kill();
@@ -750,7 +834,7 @@ fn drive_http_fixture(
     child: &mut Child,
     sampler: &mut Sampler,
     events: &mut HttpEvents,
-    records: &mut Vec<HttpRecord>,
+    captured: &mut Captured,
     collector: &mut Collector,
 ) -> Result<HttpFixture> {
     let pid = child.id();
@@ -769,7 +853,7 @@ fn drive_http_fixture(
     let mut drained_at = Instant::now();
     let status = loop {
         thread::sleep(HTTP_POLL_INTERVAL);
-        events.read(records);
+        captured.read(events);
         if drained_at.elapsed() >= CHILD_DRAIN_INTERVAL {
             collector.absorb(
                 sampler
@@ -788,7 +872,7 @@ fn drive_http_fixture(
             );
         }
     };
-    events.read(records);
+    captured.read(events);
     collector.absorb(
         sampler
             .drain()
@@ -983,13 +1067,20 @@ fn http_fixture() -> Result<()> {
     other_data_syscalls()?;
     // On failure, return at once: the server thread may still wait in accept (exiting ends it).
     request_all(address)?;
+    call_h2(address)?;
     server
         .join()
         .map_err(|_| anyhow::anyhow!("the server thread panicked"))?
 }
 
-/// Serves [`HTTP_REQUESTS`] requests on the first connection.
+/// Serves [`HTTP_REQUESTS`] requests on the first connection, then the HTTP/2 call on the
+/// second.
 fn serve(listener: &TcpListener) -> Result<()> {
+    serve_http1(listener)?;
+    serve_h2(listener)
+}
+
+fn serve_http1(listener: &TcpListener) -> Result<()> {
     let (mut stream, _) = listener.accept().context("accept failed")?;
     stream
         .set_read_timeout(Some(HTTP_IO_TIMEOUT))
@@ -1020,6 +1111,111 @@ fn serve(listener: &TcpListener) -> Result<()> {
             .with_context(|| format!("writing response {index}"))?;
     }
     Ok(())
+}
+
+/// An HTTP/2 frame.
+fn h2_frame(kind: u8, flags: u8, stream_id: u32, payload: &[u8]) -> Vec<u8> {
+    let mut frame = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    frame.push(kind);
+    frame.push(flags);
+    frame.extend_from_slice(&stream_id.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// An HPACK header block of literal fields without indexing (short names and values).
+fn h2_block(fields: &[(&str, &str)]) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (name, value) in fields {
+        block.push(0);
+        block.push(name.len() as u8);
+        block.extend_from_slice(name.as_bytes());
+        block.push(value.len() as u8);
+        block.extend_from_slice(value.as_bytes());
+    }
+    block
+}
+
+/// The HTTP/2 call's request, as the buffers of one `writev`: preface, SETTINGS, HEADERS and
+/// DATA (a gRPC message) ending the stream.
+fn h2_request() -> [Vec<u8>; 4] {
+    const HEADERS: u8 = 1;
+    const END_STREAM: u8 = 1;
+    const END_HEADERS: u8 = 4;
+    let fields = [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", GRPC_PATH),
+        (":authority", "127.0.0.1"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ];
+    [
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(),
+        h2_frame(4, 0, 0, &[]),
+        h2_frame(HEADERS, END_HEADERS, 1, &h2_block(&fields)),
+        h2_frame(0, END_STREAM, 1, &[0, 0, 0, 0, 4, b'p', b'i', b'n', b'g']),
+    ]
+}
+
+/// The HTTP/2 call's response: HEADERS, a DATA message, trailers with `grpc-status: 0`.
+fn h2_response() -> Vec<u8> {
+    const HEADERS: u8 = 1;
+    const END_STREAM: u8 = 1;
+    const END_HEADERS: u8 = 4;
+    let mut response = h2_frame(
+        HEADERS,
+        END_HEADERS,
+        1,
+        &h2_block(&[(":status", "200"), ("content-type", "application/grpc")]),
+    );
+    response.extend(h2_frame(0, 0, 1, &[0, 0, 0, 0, 4, b'p', b'o', b'n', b'g']));
+    response.extend(h2_frame(
+        HEADERS,
+        END_HEADERS | END_STREAM,
+        1,
+        &h2_block(&[("grpc-status", "0")]),
+    ));
+    response
+}
+
+/// Serves the HTTP/2 call: reads the whole request, writes the whole response.
+fn serve_h2(listener: &TcpListener) -> Result<()> {
+    let (mut stream, _) = listener.accept().context("accept failed (HTTP/2)")?;
+    stream
+        .set_read_timeout(Some(HTTP_IO_TIMEOUT))
+        .context("cannot set a read timeout")?;
+    let expected: usize = h2_request().iter().map(Vec::len).sum();
+    let mut request = vec![0u8; expected];
+    stream
+        .read_exact(&mut request)
+        .context("reading the HTTP/2 request")?;
+    stream
+        .write_all(&h2_response())
+        .context("writing the HTTP/2 response")
+}
+
+/// The client side of the HTTP/2 call.
+fn call_h2(address: SocketAddr) -> Result<()> {
+    let mut stream = TcpStream::connect_timeout(&address, HTTP_IO_TIMEOUT)
+        .with_context(|| format!("cannot connect to the server on {address} (HTTP/2)"))?;
+    stream
+        .set_read_timeout(Some(HTTP_IO_TIMEOUT))
+        .context("cannot set a read timeout")?;
+    let buffers = h2_request();
+    let slices: Vec<IoSlice<'_>> = buffers.iter().map(|b| IoSlice::new(b)).collect();
+    let total: usize = buffers.iter().map(Vec::len).sum();
+    let written = stream
+        .write_vectored(&slices)
+        .context("writing the HTTP/2 request")?;
+    ensure!(
+        written == total,
+        "writev wrote {written} of {total} request bytes"
+    );
+    let mut response = vec![0u8; h2_response().len()];
+    stream
+        .read_exact(&mut response)
+        .context("reading the HTTP/2 response")
 }
 
 /// What the server does for a request: burn CPU (its samples carry the request's span).

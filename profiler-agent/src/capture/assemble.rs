@@ -15,7 +15,7 @@ use profiler_common::{http_event, http_flags, http_role, HttpExchange, COMM_LEN}
 use rustc_hash::FxHashMap;
 
 use super::{
-    http1::{self, Http1Error, RequestHead},
+    http1::{self, Http1Error},
     route,
     span::{AttrValue, Attribute, Resource, Span, SpanKind},
 };
@@ -283,7 +283,18 @@ fn build_span(
         x.request_start_ns
     };
     let parent = (x.parent_span_id != [0; 8]).then_some(x.parent_span_id);
-    let (attributes, route, error) = attributes(kind, &request, status);
+    let fields = HttpFields {
+        method: &request.method,
+        target: &request.target,
+        version: if request.version_minor == 0 {
+            "1.0"
+        } else {
+            "1.1"
+        },
+        host: request.host.as_deref(),
+        user_agent: request.user_agent.as_deref(),
+    };
+    let (attributes, route, error) = http_attributes(kind, &fields, status);
     Ok(Span {
         resource,
         kind,
@@ -298,39 +309,41 @@ fn build_span(
     })
 }
 
+/// What the HTTP attributes of a span are made of (HTTP/1.x request heads and HTTP/2 header
+/// blocks alike).
+pub(super) struct HttpFields<'a> {
+    pub method: &'a str,
+    /// The request target (`:path` in HTTP/2).
+    pub target: &'a str,
+    /// `network.protocol.version`: "1.0", "1.1" or "2".
+    pub version: &'static str,
+    /// `Host` or `:authority`.
+    pub host: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+}
+
 /// The semantic-convention attributes of a span, its route, and whether it is an error.
-fn attributes(
+pub(super) fn http_attributes(
     kind: SpanKind,
-    request: &RequestHead,
+    request: &HttpFields<'_>,
     status: u16,
 ) -> (Vec<Attribute>, String, bool) {
-    let route = route::route_of(&request.target);
-    let path = route::path_of(&request.target);
-    let str_attr = |name: &str, value: &str| (name.to_string(), AttrValue::Str(value.to_string()));
+    let route = route::route_of(request.target);
+    let path = route::path_of(request.target);
     let mut attributes = vec![
-        str_attr("http.request.method", &request.method),
+        str_attr("http.request.method", request.method),
         (
             "http.response.status_code".to_string(),
             AttrValue::Int(i64::from(status)),
         ),
         str_attr("url.path", truncate(path, 1024)),
-        str_attr(
-            "network.protocol.version",
-            if request.version_minor == 0 {
-                "1.0"
-            } else {
-                "1.1"
-            },
-        ),
+        str_attr("network.protocol.version", request.version),
     ];
     if kind == SpanKind::Server {
         attributes.push(str_attr("http.route", &route));
     }
-    if let Some((host, port)) = request.host.as_deref().and_then(split_host) {
-        attributes.push(str_attr("server.address", host));
-        attributes.push(("server.port".to_string(), AttrValue::Int(i64::from(port))));
-    }
-    if let Some(agent) = &request.user_agent {
+    push_server_address(&mut attributes, request.host);
+    if let Some(agent) = request.user_agent {
         attributes.push(str_attr("user_agent.original", truncate(agent, 256)));
     }
     let error = match kind {
@@ -341,6 +354,19 @@ fn attributes(
         attributes.push(str_attr("error.type", &status.to_string()));
     }
     (attributes, route, error)
+}
+
+/// A text attribute.
+pub(super) fn str_attr(name: &str, value: &str) -> Attribute {
+    (name.to_string(), AttrValue::Str(value.to_string()))
+}
+
+/// `server.address` and `server.port` from a `Host` / `:authority` value, when it parses.
+pub(super) fn push_server_address(attributes: &mut Vec<Attribute>, host: Option<&str>) {
+    if let Some((host, port)) = host.and_then(split_host) {
+        attributes.push(str_attr("server.address", host));
+        attributes.push(("server.port".to_string(), AttrValue::Int(i64::from(port))));
+    }
 }
 
 /// `host[:port]` or `[v6][:port]` of a Host header; port 80 when absent (cleartext capture).
@@ -365,7 +391,7 @@ fn split_host(host: &str) -> Option<(&str, u16)> {
     (!name.is_empty()).then_some((name, port))
 }
 
-fn truncate(text: &str, max: usize) -> &str {
+pub(super) fn truncate(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
     }

@@ -21,7 +21,7 @@ use std::{
 
 use rustc_hash::FxHashMap;
 
-use super::span::{AttrValue, Attribute, Resource, SpanKind};
+use super::span::{AttrValue, Attribute, Resource, Span, SpanKind};
 
 /// Bucket upper bounds of every duration histogram, seconds: the OTel HTTP semantic
 /// conventions' advice. OTel buckets are `(previous bound, bound]`, plus `(10, +inf)`.
@@ -60,6 +60,16 @@ impl DurationMetric {
         match kind {
             SpanKind::Server => DurationMetric::HttpServer,
             SpanKind::Client => DurationMetric::HttpClient,
+        }
+    }
+
+    /// The metric of a span: RPC for gRPC calls (`rpc.system` set), else HTTP.
+    pub fn of(span: &Span) -> Self {
+        let rpc = span.attributes.iter().any(|(name, _)| name == "rpc.system");
+        match (rpc, span.kind) {
+            (true, SpanKind::Server) => DurationMetric::RpcServer,
+            (true, SpanKind::Client) => DurationMetric::RpcClient,
+            (false, kind) => DurationMetric::http(kind),
         }
     }
 
@@ -330,6 +340,35 @@ mod tests {
             ("http.route".into(), AttrValue::Str(route.into())),
             ("http.request.method".into(), AttrValue::Str("GET".into())),
         ]
+    }
+
+    #[test]
+    fn grpc_spans_feed_the_rpc_metrics() {
+        let span = |kind, attributes| Span {
+            resource: resource("svc", 1),
+            kind,
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            parent_span_id: None,
+            name: "n".into(),
+            start_unix_ns: 0,
+            end_unix_ns: 1,
+            attributes,
+            error: false,
+        };
+        let grpc = vec![("rpc.system".to_string(), AttrValue::Str("grpc".into()))];
+        assert_eq!(
+            DurationMetric::of(&span(SpanKind::Server, grpc.clone())),
+            DurationMetric::RpcServer
+        );
+        assert_eq!(
+            DurationMetric::of(&span(SpanKind::Client, grpc)),
+            DurationMetric::RpcClient
+        );
+        assert_eq!(
+            DurationMetric::of(&span(SpanKind::Client, route("/x"))),
+            DurationMetric::HttpClient
+        );
     }
 
     /// The taken series sorted by (metric, attributes), for stable assertions.

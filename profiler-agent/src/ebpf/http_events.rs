@@ -1,5 +1,5 @@
 //! The HTTP capture's kernel side: attaching its syscall tracepoint programs and reading its ring
-//! buffer of [`HttpExchange`] records.
+//! buffer of [`HttpExchange`] (HTTP/1.x) and [`H2Chunk`] (HTTP/2) records.
 
 use std::mem::size_of;
 
@@ -7,12 +7,21 @@ use aya::{
     maps::{MapData, RingBuf},
     Ebpf,
 };
-use profiler_common::{HttpExchange, HTTP_PROGRAMS, MAP_HTTP_EVENTS};
+use profiler_common::{http_event, H2Chunk, HttpExchange, HTTP_PROGRAMS, MAP_HTTP_EVENTS};
+
+/// One record of the ring buffer, read in place.
+pub enum HttpEvent<'a> {
+    /// An HTTP/1.x exchange record (or the CLOSE of any followed connection) and the request
+    /// bytes it carried.
+    Exchange(&'a HttpExchange, &'a [u8]),
+    /// The bytes of one syscall on an HTTP/2 connection: the record and its valid `data`.
+    H2(&'a H2Chunk, &'a [u8]),
+}
 
 use super::{attach_tracepoints, take_map, SamplerError};
 
-/// An owned copy of one record of the ring buffer, for callers that keep records
-/// ([`HttpEvents::read`]); the capture itself reads them in place ([`HttpEvents::for_each`]).
+/// An owned copy of an HTTP/1.x record, for callers that keep records (`kernel-check`); the
+/// capture itself reads them in place ([`HttpEvents::for_each`]).
 #[derive(Clone, Debug)]
 pub struct HttpRecord {
     /// The record's fields; of its `request` array only the bytes in `request` below are
@@ -26,22 +35,36 @@ pub struct HttpRecord {
 /// wake-up per request would cost more than the capture), so the owner polls it on a timer.
 pub struct HttpEvents {
     ring: RingBuf<MapData>,
-    /// Where each record is copied (records may be shorter than `HttpExchange`): one buffer
-    /// for all, so reading allocates nothing.
+    /// Where each record is copied (records may be shorter than their type): one buffer per
+    /// kind for all, so reading allocates nothing.
     scratch: Box<HttpExchange>,
+    h2_scratch: Box<H2Chunk>,
     /// Records shorter than the header (never expected).
     pub malformed: u64,
 }
 
 impl HttpEvents {
-    /// Calls `f` with every record waiting in the ring buffer and the request bytes it carries;
-    /// returns how many.
-    pub fn for_each(&mut self, mut f: impl FnMut(&HttpExchange, &[u8])) -> usize {
+    /// Calls `f` with every record waiting in the ring buffer; returns how many.
+    pub fn for_each(&mut self, mut f: impl FnMut(HttpEvent<'_>)) -> usize {
         let mut read = 0;
         while let Some(item) = self.ring.next() {
-            match decode(&item, &mut self.scratch) {
-                Some(carried) => {
-                    f(&self.scratch, &self.scratch.request[..carried]);
+            let kind = item
+                .get(..4)
+                .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+            let event = if kind == Some(http_event::H2_DATA) {
+                decode(&item, &mut *self.h2_scratch, H2Chunk::HEADER_BYTES).map(|carried| {
+                    let n = (self.h2_scratch.data_len as usize).min(carried);
+                    HttpEvent::H2(&self.h2_scratch, &self.h2_scratch.data[..n])
+                })
+            } else {
+                decode(&item, &mut *self.scratch, HttpExchange::HEADER_BYTES).map(|carried| {
+                    let n = (self.scratch.request_len as usize).min(carried);
+                    HttpEvent::Exchange(&self.scratch, &self.scratch.request[..n])
+                })
+            };
+            match event {
+                Some(event) => {
+                    f(event);
                     read += 1;
                 }
                 None => self.malformed += 1,
@@ -49,33 +72,22 @@ impl HttpEvents {
         }
         read
     }
-
-    /// Appends a copy of every record waiting in the ring buffer to `out`; returns how many.
-    pub fn read(&mut self, out: &mut Vec<HttpRecord>) -> usize {
-        self.for_each(|exchange, request| {
-            out.push(HttpRecord {
-                exchange: Box::new(*exchange),
-                request: request.to_vec(),
-            })
-        })
-    }
 }
 
-/// Copies a record (possibly shorter than `HttpExchange`) over `into`; returns how many request
-/// bytes it carried, or `None` when it is shorter than the header.
-fn decode(bytes: &[u8], into: &mut HttpExchange) -> Option<usize> {
-    if bytes.len() < HttpExchange::HEADER_BYTES {
+/// Copies a record (possibly shorter than `T`) over `into`; returns how many bytes past the
+/// first `header` ones it carried, or `None` when it is shorter than that.
+fn decode<T: aya::Pod>(bytes: &[u8], into: &mut T, header: usize) -> Option<usize> {
+    if bytes.len() < header {
         return None;
     }
-    let n = bytes.len().min(size_of::<HttpExchange>());
-    // SAFETY: `into` is a valid HttpExchange of size_of::<HttpExchange>() bytes and at most
-    // that many are written; any bit pattern is a valid HttpExchange (integers and byte
-    // arrays); the source and destination do not overlap.
+    let n = bytes.len().min(size_of::<T>());
+    // SAFETY: `into` is a valid T of size_of::<T>() bytes and at most that many are written;
+    // any bit pattern is a valid T (a Pod: integers and byte arrays); the source and
+    // destination do not overlap.
     unsafe {
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), (into as *mut HttpExchange).cast::<u8>(), n);
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), (into as *mut T).cast::<u8>(), n);
     }
-    let carried = n - HttpExchange::HEADER_BYTES;
-    Some((into.request_len as usize).min(carried))
+    Some(n - header)
 }
 
 /// Loads and attaches every HTTP program to its tracepoints and takes the ring buffer.
@@ -86,8 +98,10 @@ pub(super) fn attach(ebpf: &mut Ebpf) -> Result<HttpEvents, SamplerError> {
     let ring = take_map(ebpf, MAP_HTTP_EVENTS)?;
     Ok(HttpEvents {
         ring,
-        // SAFETY: all-zero is a valid HttpExchange (integers and byte arrays).
+        // SAFETY: all-zero is a valid HttpExchange and H2Chunk (integers and byte arrays).
         scratch: Box::new(unsafe { std::mem::zeroed() }),
+        // SAFETY: as above.
+        h2_scratch: Box::new(unsafe { std::mem::zeroed() }),
         malformed: 0,
     })
 }
@@ -112,12 +126,13 @@ mod tests {
         };
         // SAFETY: as above.
         let mut into: Box<HttpExchange> = Box::new(unsafe { std::mem::zeroed() });
-        let carried = decode(&bytes[..HttpExchange::HEADER_BYTES + 5], &mut into).expect("decodes");
+        let header = HttpExchange::HEADER_BYTES;
+        let carried = decode(&bytes[..header + 5], &mut *into, header).expect("decodes");
         assert_eq!(into.pid, 7);
         assert_eq!(&into.request[..carried], b"GET /");
         // A header-only record (MORE/CLOSE) carries no request bytes even if request_len says so.
-        let carried = decode(&bytes[..HttpExchange::HEADER_BYTES], &mut into).expect("decodes");
+        let carried = decode(&bytes[..header], &mut *into, header).expect("decodes");
         assert_eq!(carried, 0);
-        assert!(decode(&bytes[..10], &mut into).is_none());
+        assert!(decode(&bytes[..10], &mut *into, header).is_none());
     }
 }

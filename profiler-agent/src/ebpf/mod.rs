@@ -9,7 +9,7 @@ mod http_events;
 mod mapping_events;
 mod tracefs;
 
-pub use http_events::{HttpEvents, HttpRecord};
+pub use http_events::{HttpEvent, HttpEvents, HttpRecord};
 pub use mapping_events::{MappingEvent, MappingWatcher};
 
 use std::{collections::HashMap as StdHashMap, thread, time::Duration};

@@ -89,8 +89,12 @@ pub const MAP_STATS: &str = "STATS";
 pub const MAP_TRACES_CTX: &str = "traces_ctx_v1";
 /// HTTP connections followed by the capture: [`ConnKey`] → [`HttpExchange`] (LRU).
 pub const MAP_HTTP_CONNS: &str = "HTTP_CONNS";
-/// Ring buffer of [`HttpExchange`] records (a header, then `request_len` request bytes).
+/// Ring buffer of [`HttpExchange`] records (a header, then `request_len` request bytes) and
+/// [`H2Chunk`] records.
 pub const MAP_HTTP_EVENTS: &str = "HTTP_EVENTS";
+/// Array where the kernel assembles an [`H2Chunk`], one entry per CPU id: the agent sizes it to
+/// the possible CPUs (per-CPU maps cannot hold values this large).
+pub const MAP_H2_SCRATCH: &str = "H2_SCRATCH";
 
 /// Capacity of each counts map in the object: distinct (pid, tid, comm, stacks) keys per drain
 /// interval. The agent resizes it at load time to the number of CPUs and the frequency.
@@ -223,8 +227,10 @@ pub mod http_protocol {
     pub const HTTP2: u32 = 1;
 }
 
-/// Bytes of one syscall an [`H2Chunk`] keeps (the array is twice as large, for the verifier).
-pub const H2_CHUNK_BYTES: usize = 4096;
+/// Bytes of one syscall an [`H2Chunk`] keeps (the array is twice as large, for the verifier):
+/// whole reads of common HTTP/2 stacks (grpc-go and nginx read up to 32 and 16 KiB at once), so
+/// their frame headers are all there.
+pub const H2_CHUNK_BYTES: usize = 32 << 10;
 /// Buffers (iovecs) of one syscall the kernel looks at; bytes of later ones are missing. gRPC's
 /// C core writes each header name and value from its own buffer.
 pub const H2_IOVECS: usize = 64;

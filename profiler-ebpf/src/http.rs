@@ -20,11 +20,12 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
         bpf_probe_read_user_buf,
         generated::{
-            bpf_get_prandom_u32, bpf_probe_read_user as probe_read_user, bpf_ringbuf_output,
+            bpf_get_prandom_u32, bpf_get_smp_processor_id, bpf_probe_read_user as probe_read_user,
+            bpf_ringbuf_output,
         },
     },
     macros::{map, tracepoint},
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
 use profiler_common::{
@@ -92,9 +93,11 @@ static HTTP_EVENTS: RingBuf = RingBuf::with_byte_size(HTTP_EVENTS_BYTES, 0);
 #[map]
 static EXCHANGE_SCRATCH: PerCpuArray<HttpExchange> = PerCpuArray::with_max_entries(1, 0);
 
-/// Per-CPU space an HTTP/2 chunk record is assembled in (too large for the stack).
+/// Where an HTTP/2 chunk record is assembled, one entry per CPU id (too large for the stack and
+/// for a per-CPU map); the agent sets the size to the possible CPUs. Tracepoint programs do not
+/// nest or migrate, so an entry is this program's alone while it runs.
 #[map]
-static H2_SCRATCH: PerCpuArray<H2Chunk> = PerCpuArray::with_max_entries(1, 0);
+static H2_SCRATCH: Array<H2Chunk> = Array::with_max_entries(1, 0);
 
 /// `struct iovec`.
 #[repr(C)]
@@ -462,7 +465,9 @@ fn send_h2_chunk(
     pid_tgid: u64,
     now: u64,
 ) -> Option<()> {
-    let chunk = H2_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: a helper without arguments.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let chunk = H2_SCRATCH.get_ptr_mut(cpu)?;
     // SAFETY: this CPU's scratch entry; nothing else uses it while this program runs.
     let c = unsafe { &mut *chunk };
     c.kind = http_event::H2_DATA;

@@ -287,7 +287,7 @@ fn grpcio_calls_are_captured_once_with_method_and_status() {
         "{summary}\nserver spans: {server_calls:?}\nclient spans: {client_calls:?}\n\
          the client made: {expected:?}"
     );
-    // Every small call exactly once. Big calls move 300 kB per read: past the 4 KiB the kernel
+    // Every small call exactly once. Big calls move 300 kB per read: past the 32 KiB the kernel
     // keeps of a read, frame headers are missing, so the capture may give up on the connection
     // (a known limit; the kernel does not walk frames yet). It must then count them, never
     // report a wrong method or status: the checks above hold for every span it made.

@@ -10,9 +10,12 @@
 //! Entry 4, against peers: our agent, `perf record` + `perf script` + inferno's collapser, and
 //! bpftrace on the same workload for the same window: CPU and peak RSS from start to a folded
 //! file, and the agreement of their top-10 functions ([`peers`]).
+//! Entry 5, gRPC capture overhead: h2load's unary gRPC calls to the tests' grpcio server, alone
+//! vs captured ([`grpc`]).
 
 mod bpf_stats;
 mod folded;
+mod grpc;
 mod http;
 mod peers;
 
@@ -152,6 +155,7 @@ pub fn run(root: &Path, mut args: BenchArgs) -> Result<()> {
         report.push_str(&row("agent peak RSS", &rss_mib, " MiB", "< 40 MiB"));
     }
     let http = http::run(&agent, &bench_dir, args.seconds, args.repeats)?;
+    let grpc = grpc::run(root, &agent, &bench_dir, args.seconds, args.repeats)?;
     let peers = peers::run(
         root,
         &agent,
@@ -162,7 +166,7 @@ pub fn run(root: &Path, mut args: BenchArgs) -> Result<()> {
     )?;
     let store = store_bench(root, args.smoke)?;
     if args.smoke {
-        eprintln!("smoke run passed:{report}\n{store}\n{http}\n{peers}");
+        eprintln!("smoke run passed:{report}\n{store}\n{http}\n{grpc}\n{peers}");
         return Ok(());
     }
     let document = format!(
@@ -181,7 +185,7 @@ pub fn run(root: &Path, mut args: BenchArgs) -> Result<()> {
          then flame-graph queries. Targets: >= 1 M samples/s ingest per core, queries < \
          100 ms, <= 10 bytes per sample.\n\nCommand: `cargo bench -p profiler-server --bench \
          store` (run by `cargo xtask bench`)\n\n```\n{store}```\n\n## 3. HTTP capture \
-         overhead\n\n{http}\n## 4. Against peers\n\n{peers}",
+         overhead\n\n{http}\n## 4. Against peers\n\n{peers}\n## 5. gRPC capture overhead\n\n{grpc}",
         machine(),
         command_output("git", &["rev-parse", "--short", "HEAD"]),
         command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),

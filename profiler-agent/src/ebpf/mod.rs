@@ -25,8 +25,8 @@ use aya::{
 };
 use profiler_common::{
     Config, SampleKey, StackTrace, Stat, COUNTS_MAX_ENTRIES, MAP_CONFIG, MAP_COUNTS,
-    MAP_PID_FILTER, MAP_STACKS, MAP_STATS, PROG_ON_CPU_SAMPLE, PROG_ON_PROCESS_EXIT,
-    PROG_ON_PROCESS_FORK, STACKS_MAX_ENTRIES,
+    MAP_H2_SCRATCH, MAP_PID_FILTER, MAP_STACKS, MAP_STATS, PROG_ON_CPU_SAMPLE,
+    PROG_ON_PROCESS_EXIT, PROG_ON_PROCESS_FORK, STACKS_MAX_ENTRIES,
 };
 
 use crate::caps;
@@ -155,6 +155,10 @@ impl Sampler {
         for name in MAP_COUNTS.iter().chain(&MAP_STACKS) {
             loader.map_max_entries(name, capacity);
         }
+        // Indexed by CPU id: one entry per possible CPU (ids of CPUs brought online later too).
+        let possible =
+            aya::util::nr_cpus().map_err(|(what, source)| SamplerError::Cpus { what, source })?;
+        loader.map_max_entries(MAP_H2_SCRATCH, possible as u32);
         let mut ebpf = loader
             .load(EBPF_OBJECT)
             .map_err(|source| SamplerError::Load {

@@ -25,7 +25,7 @@ use super::{
 const WRK_THREADS: u32 = 1;
 const WRK_CONNECTIONS: u32 = 16;
 /// Sampling frequency of the agent while it captures (the deployment default).
-const AGENT_FREQUENCY_HZ: u64 = 19;
+pub(super) const AGENT_FREQUENCY_HZ: u64 = 19;
 /// How long the agent may take to load and attach before the bench gives up.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -37,14 +37,14 @@ struct WrkResult {
 }
 
 /// What the agent captured in one run.
-struct CaptureEnd {
-    usage: Usage,
-    server_spans: u64,
-    client_spans: u64,
+pub(super) struct CaptureEnd {
+    pub(super) usage: Usage,
+    pub(super) server_spans: u64,
+    pub(super) client_spans: u64,
     /// Server spans with status 200 (nginx answers nothing else here).
     server_spans_ok: u64,
     /// The kernel's `records lost` counter (ring buffer full).
-    records_lost: u64,
+    pub(super) records_lost: u64,
 }
 
 /// One run of wrk while the agent captures.
@@ -247,7 +247,13 @@ pub fn run(agent: &Path, bench_dir: &Path, seconds: u64, repeats: usize) -> Resu
 }
 
 /// One table row: min / median / max with `precision` decimals.
-fn row(name: &str, values: &[f64], precision: usize, unit: &str, target: &str) -> String {
+pub(super) fn row(
+    name: &str,
+    values: &[f64],
+    precision: usize,
+    unit: &str,
+    target: &str,
+) -> String {
     let (min, median, max) = spread(values);
     format!(
         "| {name} | {min:.precision$}{unit} | {median:.precision$}{unit} | \
@@ -460,7 +466,7 @@ fn captured_run(
 }
 
 /// A running `profiler-agent record --all --spans`, killed on drop unless stopped.
-struct Capture {
+pub(super) struct Capture {
     child: Child,
     started: Instant,
     stopped: bool,
@@ -472,7 +478,7 @@ struct Capture {
 impl Capture {
     /// Starts the agent and returns once its capture is attached: the agent creates the spans
     /// file right after attaching the HTTP programs and turning them on.
-    fn start(agent: &Path, dir: &Path, seconds: u64) -> Result<Capture> {
+    pub(super) fn start(agent: &Path, dir: &Path, seconds: u64) -> Result<Capture> {
         let spans = dir.join("spans.jsonl");
         let profile = dir.join("p.pb.gz");
         for file in [&spans, &profile] {
@@ -534,7 +540,7 @@ impl Capture {
     }
 
     /// CPU time the agent used so far (all its threads), from /proc/<pid>/stat.
-    fn cpu_time(&self) -> Result<Duration> {
+    pub(super) fn cpu_time(&self) -> Result<Duration> {
         let path = format!("/proc/{}/stat", self.pid());
         let stat = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
         // Fields after the command name, which ends with the last ')': state is field 3,
@@ -577,7 +583,7 @@ impl Capture {
     }
 
     /// Stops the agent with SIGINT and reads what it captured.
-    fn stop(mut self) -> Result<CaptureEnd> {
+    pub(super) fn stop(mut self) -> Result<CaptureEnd> {
         // SAFETY: signals our own child.
         unsafe { libc::kill(self.pid() as libc::pid_t, libc::SIGINT) };
         self.stopped = true;

@@ -30,9 +30,9 @@ use aya_ebpf::{
 };
 use profiler_common::{
     http_event, http_flags, http_phase, http_protocol, http_role, ConnKey, H2Chunk, HttpExchange,
-    Stat, TraceCtx, COMM_LEN, H2_BUFFER_HEAD, H2_CHUNK_BYTES, H2_GAPS, H2_IOVECS, HTTP_CONNS_MAX_ENTRIES,
-    HTTP_EVENTS_BYTES, MORE_INTERVAL_NS, REQUEST_CAPTURE_BYTES, RESPONSE_CAPTURE_BYTES,
-    SYSCALL_ARGS_MAX_ENTRIES, TRACES_CTX_MAX_ENTRIES,
+    Stat, TraceCtx, COMM_LEN, H2_BUFFER_HEAD, H2_CHUNK_BYTES, H2_GAPS, H2_IOVECS,
+    HTTP_CONNS_MAX_ENTRIES, HTTP_EVENTS_BYTES, MORE_INTERVAL_NS, REQUEST_CAPTURE_BYTES,
+    RESPONSE_CAPTURE_BYTES, SYSCALL_ARGS_MAX_ENTRIES, TRACES_CTX_MAX_ENTRIES,
 };
 
 use crate::{count, CONFIG, PID_FILTER};
@@ -428,12 +428,7 @@ fn is_switching_protocols(x: &HttpExchange) -> bool {
 }
 
 #[inline(always)]
-fn new_connection(
-    key: &ConnKey,
-    role: u32,
-    protocol: u32,
-    now: u64,
-) -> Option<*mut HttpExchange> {
+fn new_connection(key: &ConnKey, role: u32, protocol: u32, now: u64) -> Option<*mut HttpExchange> {
     let template = EXCHANGE_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: this CPU's scratch entry; nothing else uses it while this program runs.
     let t = unsafe { &mut *template };
@@ -503,16 +498,15 @@ fn send_h2_chunk(
             args.ptr
         } else {
             // SAFETY: a user pointer read with a fault-safe helper.
-            unsafe { bpf_probe_read_user((args.ptr as usize + MSGHDR_IOV) as *const u64) }
-                .ok()?
+            unsafe { bpf_probe_read_user((args.ptr as usize + MSGHDR_IOV) as *const u64) }.ok()?
         };
         let mut left = moved;
         let mut i = 0;
         while i < H2_IOVECS && left > 0 {
             // SAFETY: as above.
-            let Ok(iov) = (unsafe {
-                bpf_probe_read_user((iov_ptr as usize + i * 16) as *const IoVec)
-            }) else {
+            let Ok(iov) =
+                (unsafe { bpf_probe_read_user((iov_ptr as usize + i * 16) as *const IoVec) })
+            else {
                 break;
             };
             let len = if iov.len < left { iov.len } else { left };
@@ -648,7 +642,11 @@ fn begin_request(
             buf as *const c_void,
         )
     };
-    x.request_len = if copied == 0 { (n + offset as u64) as u32 } else { 0 };
+    x.request_len = if copied == 0 {
+        (n + offset as u64) as u32
+    } else {
+        0
+    };
     if x.request_bytes > x.request_len as u64 {
         x.flags |= http_flags::REQUEST_TRUNCATED;
     }

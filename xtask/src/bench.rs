@@ -178,7 +178,12 @@ pub fn run(root: &Path, mut args: BenchArgs) -> Result<()> {
          rusage of the agent process over its whole life (load, sampling, symbolization, \
          encoding), divided by its wall time. A 2 s recording of the same agent without the workload \
          shows the fixed part of that cost (loading, reading the kernel symbol table, \
-         symbolizing what else runs).\n\n\
+         symbolizing what else runs).\n\nBefore/after (issue 6): until commit 2df55bb the \
+         release binaries carried DWARF (`debug = 1`, ~47 MB); when samples landed in the \
+         agent's own binary it loaded those line tables to name them, and its peak RSS reached \
+         64 MiB here and 71-75 MiB in entry 4 (target 40 MiB). The release profile now keeps \
+         the symbol table only (`strip = \"debuginfo\"`): function names stay, the binary \
+         shrinks from 55 to 8 MB, and the rows below and entry 4 show the peak RSS since.\n\n\
          Command: `cargo xtask bench --seconds {} --repeats {}`\n{report}\n## 2. Server \
          store\n\nOne hour of a realistic node (100 processes x 2 threads at 19 Hz, ~300 \
          stacks each, one profile per 10 s) ingested through the `Store` trait into SQLite, \

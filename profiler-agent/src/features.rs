@@ -354,7 +354,8 @@ impl FeatureReport {
             } else if !ring_buffer {
                 "needs a BPF ring buffer (Linux 5.8)".to_string()
             } else if inputs.syscall_tracepoints || tracepoints_later {
-                "HTTP/1.x spans and RED metrics from syscalls:sys_{enter,exit}_{read,write,...} \
+                "HTTP/1.x, HTTP/2 (h2c) and gRPC spans and RED metrics from \
+                 syscalls:sys_{enter,exit}_{read,write,...} \
                  (no kprobes)"
                     .to_string()
             } else if inputs.tracefs_mount.is_some() {

@@ -10,8 +10,10 @@
 //! Entry 4, against peers: our agent, `perf record` + `perf script` + inferno's collapser, and
 //! bpftrace on the same workload for the same window: CPU and peak RSS from start to a folded
 //! file, and the agreement of their top-10 functions ([`peers`]).
-//! Entry 5, gRPC capture overhead: h2load's unary gRPC calls to the tests' grpcio server, alone
-//! vs captured ([`grpc`]).
+//! Entry 5, gRPC capture overhead: h2load's unary gRPC calls over h2c to the tests' grpcio
+//! server with `--spans` capture on vs off, the server's and the agent's CPU per request, the
+//! kernel's eBPF run time per request, spans with grpc-status 0 vs calls and lost records
+//! ([`grpc`]).
 
 mod bpf_stats;
 mod folded;

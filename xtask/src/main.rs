@@ -248,21 +248,35 @@ fn install_test_tools() -> Result<()> {
     if !missing.is_empty() {
         apt_install(&missing)?;
     }
-    if !missing_python.is_empty() {
-        eprintln!("installing Python packages: {}", missing_python.join(" "));
-        run_checked(
-            Command::new("python3")
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                ])
-                .args(&missing_python),
-        )?;
+    pip_install(&missing_python)
+}
+
+/// The pip requirement of `module` in [`TEST_PYTHON_PACKAGES`].
+fn python_requirement(module: &str) -> &'static str {
+    TEST_PYTHON_PACKAGES
+        .iter()
+        .find(|(m, _)| *m == module)
+        .map(|(_, requirement)| *requirement)
+        .expect("a module of TEST_PYTHON_PACKAGES")
+}
+
+/// Installs Python packages (pip requirements) for python3, as root.
+fn pip_install(requirements: &[&str]) -> Result<()> {
+    if requirements.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    eprintln!("installing Python packages: {}", requirements.join(" "));
+    run_checked(
+        Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(requirements),
+    )
 }
 
 fn cargo() -> Command {

@@ -1,7 +1,8 @@
 //! Entry 3, HTTP capture overhead: nginx serves a small static file to wrk over loopback keep-alive
 //! connections, alone and while `profiler-agent record --all --spans` captures every exchange,
 //! then once more with the kernel's BPF run-time statistics on (see [`bpf_stats`]). Start at
-//! [`run`]; [`Capture`] drives one agent, [`Nginx`] the server.
+//! [`run`]; [`captured_run`] runs a load under one agent ([`Capture`]) and is shared with the gRPC
+//! entry, [`Nginx`] is the server.
 
 use std::{
     collections::BTreeMap,
@@ -41,22 +42,31 @@ pub(super) struct CaptureEnd {
     pub(super) usage: Usage,
     pub(super) server_spans: u64,
     pub(super) client_spans: u64,
-    /// Server spans with status 200 (nginx answers nothing else here).
-    server_spans_ok: u64,
+    /// Server spans [`Capture::stop`]'s `ok` accepted.
+    pub(super) server_spans_ok: u64,
+    /// Client spans carrying it.
+    pub(super) client_spans_ok: u64,
     /// The kernel's `records lost` counter (ring buffer full).
     pub(super) records_lost: u64,
 }
 
-/// One run of wrk while the agent captures.
-struct CapturedRun {
-    wrk: WrkResult,
-    end: CaptureEnd,
-    /// Agent CPU while wrk ran, % of one core.
-    agent_cpu_during_load: f64,
-    /// The agent's peak RSS until wrk ended (before it symbolizes and writes the profile).
-    agent_peak_rss_kib_during_load: u64,
-    /// Per HTTP program, what the kernel accounted while wrk ran (when statistics were on).
-    programs: BTreeMap<String, ProgramStats>,
+/// One run of a load generator (`L` is what it reports) while the agent captures.
+pub(super) struct CapturedRun<L> {
+    pub(super) load: L,
+    pub(super) end: CaptureEnd,
+    /// Agent CPU while the load ran, % of one core.
+    pub(super) agent_cpu_during_load: f64,
+    /// The agent's peak RSS until the load ended (before it symbolizes and writes the profile).
+    pub(super) agent_peak_rss_kib_during_load: u64,
+    /// Per HTTP program, what the kernel accounted while the load ran (when statistics were
+    /// on).
+    pub(super) programs: BTreeMap<String, ProgramStats>,
+}
+
+/// Whether a line of the spans file is a successful HTTP exchange: nginx answers nothing but 200
+/// here.
+fn http_ok(span: &str) -> bool {
+    span.contains(r#""http.response.status_code":200"#)
 }
 
 /// Runs the entry and returns its section of BENCHMARKS.md (without the heading).
@@ -83,21 +93,22 @@ pub fn run(agent: &Path, bench_dir: &Path, seconds: u64, repeats: usize) -> Resu
     let mut captured_runs = Vec::new();
     for repeat in 1..=repeats {
         let alone = run_wrk(&nginx.url, seconds)?;
-        let captured = captured_run(agent, &dir, &nginx.url, seconds, None)?;
-        let with_stats = captured_run(agent, &dir, &nginx.url, seconds, Some(source))?;
-        let ratio = captured.wrk.requests_per_s / alone.requests_per_s;
-        let stats_ratio = with_stats.wrk.requests_per_s / alone.requests_per_s;
+        let wrk = || run_wrk(&nginx.url, seconds);
+        let captured = captured_run(agent, &dir, seconds, None, http_ok, wrk)?;
+        let with_stats = captured_run(agent, &dir, seconds, Some(source), http_ok, wrk)?;
+        let ratio = captured.load.requests_per_s / alone.requests_per_s;
+        let stats_ratio = with_stats.load.requests_per_s / alone.requests_per_s;
         let run_time_ns: u64 = with_stats.programs.values().map(|p| p.run_time_ns).sum();
         let run_cnt: u64 = with_stats.programs.values().map(|p| p.run_cnt).sum();
-        let requests = with_stats.wrk.requests.max(1) as f64;
+        let requests = with_stats.load.requests.max(1) as f64;
         let usage = &captured.end.usage;
         eprintln!(
             "http, repeat {repeat}: {:.0} req/s alone, {:.0} captured (ratio {ratio:.4}), {:.0} \
              with BPF statistics; eBPF {:.0} ns per request ({:.1} runs of {:.0} ns); agent CPU \
              {:.1} % of a core under load; records lost {} and {}",
             alone.requests_per_s,
-            captured.wrk.requests_per_s,
-            with_stats.wrk.requests_per_s,
+            captured.load.requests_per_s,
+            with_stats.load.requests_per_s,
             run_time_ns as f64 / requests,
             run_cnt as f64 / requests,
             run_time_ns as f64 / run_cnt.max(1) as f64,
@@ -108,7 +119,7 @@ pub fn run(agent: &Path, bench_dir: &Path, seconds: u64, repeats: usize) -> Resu
         ratios.push(ratio);
         stats_ratios.push(stats_ratio);
         alone_rps.push(alone.requests_per_s);
-        captured_rps.push(captured.wrk.requests_per_s);
+        captured_rps.push(captured.load.requests_per_s);
         cpu_life.push(usage.cpu.as_secs_f64() / usage.wall.as_secs_f64() * 100.0);
         cpu_load.push(captured.agent_cpu_during_load);
         rss_mib.push(usage.max_rss_kib as f64 / 1024.0);
@@ -197,31 +208,12 @@ pub fn run(agent: &Path, bench_dir: &Path, seconds: u64, repeats: usize) -> Resu
         "",
     );
 
-    section += "\nPer program, summed over the runs with statistics on:\n\n\
-                | program | runs per request | ns per run | ns per request |\n|---|---|---|---|\n";
-    let requests: u64 = captured_runs
-        .iter()
-        .filter(|(_, stats, _)| *stats == "on")
-        .map(|(_, _, run)| run.wrk.requests)
-        .sum();
-    let mut totals: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-    for (_, _, run) in &captured_runs {
-        for (name, program) in &run.programs {
-            let total = totals.entry(name).or_default();
-            total.0 += program.run_time_ns;
-            total.1 += program.run_cnt;
-        }
-    }
-    for name in bpf_stats::HTTP_PROGRAMS {
-        let (run_time_ns, run_cnt) = totals.get(name).copied().unwrap_or_default();
-        let _ = writeln!(
-            section,
-            "| {name} | {:.2} | {:.0} | {:.1} |",
-            run_cnt as f64 / requests.max(1) as f64,
-            run_time_ns as f64 / run_cnt.max(1) as f64,
-            run_time_ns as f64 / requests.max(1) as f64,
-        );
-    }
+    section += &program_table(
+        captured_runs
+            .iter()
+            .filter(|(_, stats, _)| *stats == "on")
+            .map(|(_, _, run)| (&run.programs, run.load.requests)),
+    );
 
     section += "\nEvery captured run: wrk counts completed responses only, so spans may exceed it \
                 by the requests in flight when wrk stops (at most one per connection). Records \
@@ -235,11 +227,11 @@ pub fn run(agent: &Path, bench_dir: &Path, seconds: u64, repeats: usize) -> Resu
         let _ = writeln!(
             section,
             "| {repeat} | {stats} | {} | {} ({}) | {} | {} | {} |",
-            run.wrk.requests,
+            run.load.requests,
             end.server_spans,
             end.server_spans_ok,
             end.client_spans,
-            end.server_spans as i64 - run.wrk.requests as i64,
+            end.server_spans as i64 - run.load.requests as i64,
             end.records_lost,
         );
     }
@@ -261,6 +253,38 @@ pub(super) fn row(
     )
 }
 
+/// The per-program table: runs, run time per run and per request, summed over `runs` (each the
+/// programs' statistics of a run with statistics on and the requests completed meanwhile).
+pub(super) fn program_table<'a>(
+    runs: impl IntoIterator<Item = (&'a BTreeMap<String, ProgramStats>, u64)>,
+) -> String {
+    let mut table = String::from(
+        "\nPer program, summed over the runs with statistics on:\n\n\
+         | program | runs per request | ns per run | ns per request |\n|---|---|---|---|\n",
+    );
+    let mut requests = 0;
+    let mut totals: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for (programs, completed) in runs {
+        requests += completed;
+        for (name, program) in programs {
+            let total = totals.entry(name).or_default();
+            total.0 += program.run_time_ns;
+            total.1 += program.run_cnt;
+        }
+    }
+    for name in bpf_stats::HTTP_PROGRAMS {
+        let (run_time_ns, run_cnt) = totals.get(name).copied().unwrap_or_default();
+        let _ = writeln!(
+            table,
+            "| {name} | {:.2} | {:.0} | {:.1} |",
+            run_cnt as f64 / requests.max(1) as f64,
+            run_time_ns as f64 / run_cnt.max(1) as f64,
+            run_time_ns as f64 / requests.max(1) as f64,
+        );
+    }
+    table
+}
+
 /// Installs nginx, wrk and bpftool when missing; returns where program statistics come from.
 fn install_tools() -> Result<Source> {
     // Spawning is the test: `wrk -v` exits 1 after printing its version.
@@ -280,16 +304,21 @@ fn install_tools() -> Result<Source> {
     if !missing.is_empty() {
         crate::apt_install(&missing)?;
     }
+    Ok(stats_source())
+}
+
+/// Installs bpftool when missing; returns where program statistics come from.
+pub(super) fn stats_source() -> Source {
     if !bpf_stats::have_bpftool() {
         if let Err(error) = crate::apt_install(&["bpftool"]) {
             eprintln!("note: cannot install bpftool ({error:#}); reading fdinfo instead");
         }
     }
-    Ok(if bpf_stats::have_bpftool() {
+    if bpf_stats::have_bpftool() {
         Source::Bpftool
     } else {
         Source::Fdinfo
-    })
+    }
 }
 
 /// Size of the file nginx serves (the order of a small JSON answer or nginx's welcome page).
@@ -412,15 +441,17 @@ fn parse_wrk(text: &str) -> Result<WrkResult> {
     })
 }
 
-/// Runs wrk while the agent captures; with `stats`, BPF statistics are on and the HTTP
-/// programs' run time while wrk ran is read from `stats`.
-fn captured_run(
+/// Runs `load` (which runs for about `seconds`) while the agent captures; with `stats`, BPF
+/// statistics are on and the HTTP programs' run time while the load ran is read from `stats`.
+/// `ok` tells a successful span from its line in the spans file (see [`Capture::stop`]).
+pub(super) fn captured_run<L>(
     agent: &Path,
     dir: &Path,
-    url: &str,
     seconds: u64,
     stats: Option<Source>,
-) -> Result<CapturedRun> {
+    ok: fn(&str) -> bool,
+    load: impl FnOnce() -> Result<L>,
+) -> Result<CapturedRun<L>> {
     let capture = Capture::start(agent, dir, seconds)?;
     let enabled = stats.map(|_| StatsEnabled::enable()).transpose()?;
     let before = match stats {
@@ -428,9 +459,9 @@ fn captured_run(
         None => BTreeMap::new(),
     };
     let cpu_before = capture.cpu_time()?;
-    let wrk_started = Instant::now();
-    let wrk = run_wrk(url, seconds)?;
-    let load_wall = wrk_started.elapsed();
+    let load_started = Instant::now();
+    let load = load()?;
+    let load_wall = load_started.elapsed();
     let cpu_after = capture.cpu_time()?;
     let agent_peak_rss_kib_during_load = capture.peak_rss_kib()?;
     let after = match stats {
@@ -438,7 +469,7 @@ fn captured_run(
         None => BTreeMap::new(),
     };
     drop(enabled);
-    let end = capture.stop()?;
+    let end = capture.stop(ok)?;
     let programs = after
         .into_iter()
         .map(|(name, later)| {
@@ -459,14 +490,40 @@ fn captured_run(
         agent_cpu_during_load: (cpu_after - cpu_before).as_secs_f64() / load_wall.as_secs_f64()
             * 100.0,
         agent_peak_rss_kib_during_load,
-        wrk,
+        load,
         end,
         programs,
     })
 }
 
+/// CPU time the process `pid` used so far (all its threads), from /proc/<pid>/stat.
+pub(super) fn cpu_time(pid: u32) -> Result<Duration> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    // Fields after the command name, which ends with the last ')': state is field 3,
+    // utime and stime fields 14 and 15 (proc(5)).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |index: usize| -> Result<u64> {
+        fields
+            .get(index)
+            .and_then(|f| f.parse().ok())
+            .with_context(|| format!("no field {} in {path}: {stat}", index + 3))
+    };
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks_per_s = u64::try_from(ticks_per_s)
+        .ok()
+        .filter(|&t| t > 0)
+        .context("sysconf(_SC_CLK_TCK) failed")?;
+    let total = ticks(11)? + ticks(12)?;
+    Ok(Duration::from_secs_f64(total as f64 / ticks_per_s as f64))
+}
+
 /// A running `profiler-agent record --all --spans`, killed on drop unless stopped.
-pub(super) struct Capture {
+struct Capture {
     child: Child,
     started: Instant,
     stopped: bool,
@@ -478,7 +535,7 @@ pub(super) struct Capture {
 impl Capture {
     /// Starts the agent and returns once its capture is attached: the agent creates the spans
     /// file right after attaching the HTTP programs and turning them on.
-    pub(super) fn start(agent: &Path, dir: &Path, seconds: u64) -> Result<Capture> {
+    fn start(agent: &Path, dir: &Path, seconds: u64) -> Result<Capture> {
         let spans = dir.join("spans.jsonl");
         let profile = dir.join("p.pb.gz");
         for file in [&spans, &profile] {
@@ -492,7 +549,7 @@ impl Capture {
         let child = Command::new(agent)
             .args(["record", "--all", "--quiet", "-F"])
             .arg(AGENT_FREQUENCY_HZ.to_string())
-            // A backstop only: the bench stops the agent with SIGINT once wrk is done.
+            // A backstop only: the bench stops the agent with SIGINT once the load is done.
             .arg("-d")
             .arg((seconds + 120).to_string())
             .arg("--spans")
@@ -539,30 +596,9 @@ impl Capture {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// CPU time the agent used so far (all its threads), from /proc/<pid>/stat.
-    pub(super) fn cpu_time(&self) -> Result<Duration> {
-        let path = format!("/proc/{}/stat", self.pid());
-        let stat = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-        // Fields after the command name, which ends with the last ')': state is field 3,
-        // utime and stime fields 14 and 15 (proc(5)).
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        let ticks = |index: usize| -> Result<u64> {
-            fields
-                .get(index)
-                .and_then(|f| f.parse().ok())
-                .with_context(|| format!("no field {} in {path}: {stat}", index + 3))
-        };
-        // SAFETY: sysconf has no preconditions.
-        let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        let ticks_per_s = u64::try_from(ticks_per_s)
-            .ok()
-            .filter(|&t| t > 0)
-            .context("sysconf(_SC_CLK_TCK) failed")?;
-        let total = ticks(11)? + ticks(12)?;
-        Ok(Duration::from_secs_f64(total as f64 / ticks_per_s as f64))
+    /// CPU time the agent used so far (all its threads).
+    fn cpu_time(&self) -> Result<Duration> {
+        cpu_time(self.pid())
     }
 
     /// The agent's peak RSS so far (VmHWM in /proc/<pid>/status).
@@ -582,8 +618,9 @@ impl Capture {
             .with_context(|| format!("no VmHWM in {path}"))
     }
 
-    /// Stops the agent with SIGINT and reads what it captured.
-    pub(super) fn stop(mut self) -> Result<CaptureEnd> {
+    /// Stops the agent with SIGINT and reads what it captured; `ok` tells a successful span
+    /// from its line in the spans file (e.g. [`http_ok`]).
+    fn stop(mut self, ok: fn(&str) -> bool) -> Result<CaptureEnd> {
         // SAFETY: signals our own child.
         unsafe { libc::kill(self.pid() as libc::pid_t, libc::SIGINT) };
         self.stopped = true;
@@ -603,21 +640,21 @@ impl Capture {
             .with_context(|| format!("no `N records lost` in the agent's line: {http_line}"))?;
         let spans = fs::read_to_string(&self.spans)
             .with_context(|| format!("reading {}", self.spans.display()))?;
-        let (mut server_spans, mut client_spans, mut server_spans_ok) = (0, 0, 0);
+        let (mut server_spans, mut client_spans) = (0, 0);
+        let (mut server_spans_ok, mut client_spans_ok) = (0, 0);
         for line in spans.lines() {
             if line.contains(r#""kind":"server""#) {
                 server_spans += 1;
-                if line.contains(r#""http.response.status_code":200"#) {
-                    server_spans_ok += 1;
-                }
+                server_spans_ok += u64::from(ok(line));
             } else if line.contains(r#""kind":"client""#) {
                 client_spans += 1;
+                client_spans_ok += u64::from(ok(line));
             }
         }
         if server_spans == 0 || client_spans == 0 {
             bail!(
                 "the spans file {} has {server_spans} server and {client_spans} client spans \
-                 after wrk ran; the agent said:\n{log}",
+                 after the load ran; the agent said:\n{log}",
                 self.spans.display()
             );
         }
@@ -626,6 +663,7 @@ impl Capture {
             server_spans,
             client_spans,
             server_spans_ok,
+            client_spans_ok,
             records_lost,
         })
     }

@@ -175,17 +175,21 @@ impl Profiler {
     }
 }
 
-/// Resident memory above which `prune` drops the symbolization caches. Parsed debug info of
-/// large binaries is what grows; dropping it costs a re-parse on the next window.
+/// Anonymous resident memory above which `prune` drops the symbolization caches. Parsed debug
+/// info of large binaries is what grows; dropping it costs a re-parse on the next window.
+/// Pages of the mapped files themselves are not counted: the kernel reclaims them under
+/// pressure and they stay in the page cache whether the agent maps them or not.
 const RSS_BUDGET_BYTES: u64 = 64 << 20;
 
-/// The agent's resident set size.
+/// The agent's anonymous resident memory (resident minus file-backed and shared pages).
 fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    let mut fields = statm.split_whitespace().skip(1);
+    let resident: u64 = fields.next()?.parse().ok()?;
+    let shared: u64 = fields.next()?.parse().ok()?;
     // SAFETY: sysconf has no preconditions.
     let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
-    Some(pages * page_size)
+    Some(resident.saturating_sub(shared) * page_size)
 }
 
 /// Open mapped files above which `prune` starts over (below the usual 1024-fd soft limit

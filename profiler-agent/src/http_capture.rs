@@ -32,8 +32,9 @@ use crate::{
     metadata::Metadata,
 };
 
-/// How often the ring buffer is read. Records are submitted without waking the reader, so this
-/// bounds how late a record is seen; the 4 MiB ring holds several thousand records meanwhile.
+/// Least time between two reads of the ring buffer while records keep coming: each read takes
+/// what arrived meanwhile (the 4 MiB ring holds several thousand records), not one wake-up per
+/// record.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// How often waiting spans are checked for idleness.
 const IDLE_CHECK_INTERVAL: Duration = Duration::from_millis(250);
@@ -241,7 +242,15 @@ impl Worker {
             if stopping {
                 break;
             }
-            thread::sleep(POLL_INTERVAL);
+            if read > 0 {
+                thread::sleep(POLL_INTERVAL);
+            } else {
+                // Idle: sleep until records pile up (the kernel wakes the ring then) or the next
+                // timer, whichever is first.
+                let next = next_metrics.map_or(next_idle_check, |m| m.min(next_idle_check));
+                let timeout = next.saturating_duration_since(Instant::now());
+                self.events.wait(timeout.max(POLL_INTERVAL));
+            }
         }
         if let Some(file) = &mut self.file {
             file.flush().context("cannot write the spans file")?;

@@ -118,6 +118,11 @@ pub const HTTP_CONNS_MAX_ENTRIES: u32 = 8192;
 pub const SYSCALL_ARGS_MAX_ENTRIES: u32 = 16_384;
 /// Bytes of the HTTP event ring buffer (a power of two, multiple of the page size).
 pub const HTTP_EVENTS_BYTES: u32 = 4 << 20;
+/// Bytes waiting in the HTTP event ring buffer past which a record wakes the agent's reader.
+/// Below it records are sent without a wake-up (one per request would cost more than the
+/// capture) and the reader drains on its own timer; past it a burst cannot fill the ring
+/// before the reader runs.
+pub const HTTP_EVENTS_WAKEUP_BYTES: u64 = HTTP_EVENTS_BYTES as u64 / 8;
 /// Bytes of a request the capture always has room to keep: appends stop once this many are
 /// held, so up to `2 * REQUEST_CAPTURE_BYTES - 1` bytes end up in [`HttpExchange::request`].
 pub const REQUEST_CAPTURE_BYTES: usize = 512;

@@ -14,7 +14,7 @@
 //! children of that span.
 
 use aya_ebpf::{
-    bindings::BPF_RB_NO_WAKEUP,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     cty::c_void,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
@@ -31,8 +31,9 @@ use aya_ebpf::{
 use profiler_common::{
     http_event, http_flags, http_phase, http_protocol, http_role, ConnKey, H2Chunk, HttpExchange,
     Stat, TraceCtx, COMM_LEN, H2_BUFFER_HEAD, H2_CHUNK_BYTES, H2_GAPS, H2_IOVECS,
-    HTTP_CONNS_MAX_ENTRIES, HTTP_EVENTS_BYTES, MORE_INTERVAL_NS, REQUEST_CAPTURE_BYTES,
-    RESPONSE_CAPTURE_BYTES, SYSCALL_ARGS_MAX_ENTRIES, TRACES_CTX_MAX_ENTRIES,
+    HTTP_CONNS_MAX_ENTRIES, HTTP_EVENTS_BYTES, HTTP_EVENTS_WAKEUP_BYTES, MORE_INTERVAL_NS,
+    REQUEST_CAPTURE_BYTES, RESPONSE_CAPTURE_BYTES, SYSCALL_ARGS_MAX_ENTRIES,
+    TRACES_CTX_MAX_ENTRIES,
 };
 
 use crate::{count, CONFIG, PID_FILTER};
@@ -527,7 +528,7 @@ fn send_h2_chunk(
                 .cast::<c_void>(),
             core::ptr::from_mut(c).cast::<c_void>(),
             size as u64,
-            BPF_RB_NO_WAKEUP as u64,
+            output_flags(),
         )
     };
     if ret < 0 {
@@ -772,6 +773,17 @@ fn end_server_context(pid_tgid: u64, span_id: &[u8; 8]) {
     }
 }
 
+/// Flags of a ring buffer record: no wake-up of the reader, which drains on a timer, unless
+/// [`HTTP_EVENTS_WAKEUP_BYTES`] are already waiting.
+#[inline(always)]
+fn output_flags() -> u64 {
+    if HTTP_EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= HTTP_EVENTS_WAKEUP_BYTES {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    }
+}
+
 /// Sends the record: with the request prefix, or the header only.
 #[inline(always)]
 fn emit(x: &mut HttpExchange, with_request: bool) {
@@ -789,7 +801,7 @@ fn emit(x: &mut HttpExchange, with_request: bool) {
                 .cast::<c_void>(),
             core::ptr::from_mut(x).cast::<c_void>(),
             size as u64,
-            BPF_RB_NO_WAKEUP as u64,
+            output_flags(),
         )
     };
     if ret < 0 {

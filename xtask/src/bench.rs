@@ -14,14 +14,26 @@
 //! server with `--spans` capture on vs off, the server's and the agent's CPU per request, the
 //! kernel's eBPF run time per request, spans with grpc-status 0 vs calls and lost records
 //! ([`grpc`]).
+//! Entry 6, symbolization: frames per second of the agent's symbolizer on a large binary with
+//! DWARF, cold, warm and with the file warm but new addresses, against GNU addr2line and
+//! llvm-addr2line on the same addresses, with their agreement and peak RSS ([`symbolize`]).
+//! Entry 7, the continuous agent: `profiler-agent run` uploading to a real server while the
+//! fixture of entry 1 runs: CPU and wake-ups per second after start-up, start-up CPU, peak RSS
+//! ([`continuous`]).
+//!
+//! `--only ENTRY` (repeatable) runs some entries and prints their sections instead of
+//! rewriting BENCHMARKS.md ([`Entry`]).
 
 mod bpf_stats;
+mod continuous;
 mod folded;
 mod grpc;
 mod http;
 mod peers;
+mod symbolize;
 
 use std::{
+    collections::BTreeMap,
     fmt::Write as _,
     fs,
     path::{Path, PathBuf},
@@ -39,7 +51,7 @@ pub struct BenchArgs {
     /// Seconds the workload runs in each measurement.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
-    /// Alternating (unprofiled, profiled) pairs per frequency.
+    /// Alternating (unprofiled, profiled) pairs per frequency; repeats of every other entry.
     #[arg(long, default_value_t = 3)]
     repeats: usize,
     /// Sampling frequencies to measure (repeatable).
@@ -48,13 +60,70 @@ pub struct BenchArgs {
     /// Seconds each tool profiles in the comparison with perf and bpftrace (entry 4).
     #[arg(long, default_value_t = 30)]
     peers_seconds: u64,
-    /// Where to write the results.
-    #[arg(long, default_value = "BENCHMARKS.md")]
-    output: PathBuf,
-    /// A quick run (2 s, 3 s for entry 4, 1 repeat, 99 Hz) that checks every step of the
-    /// harness; writes nothing.
+    /// Addresses in each of the two sets the symbolization entry (6) resolves.
+    #[arg(long, default_value_t = 4000)]
+    symbolize_addresses: usize,
+    /// Run only this entry (repeatable). The document then holds the selected sections only
+    /// and goes to stdout, or to --output when it is given: BENCHMARKS.md keeps the other
+    /// entries' results.
+    #[arg(long, value_enum, value_name = "ENTRY")]
+    only: Vec<Entry>,
+    /// Where to write the results [default: BENCHMARKS.md, or stdout with --only].
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// A quick run (2 s, 3 s for entry 4, 1 repeat, 99 Hz, 200 addresses for entry 6) that
+    /// checks every step of the harness; writes nothing.
     #[arg(long)]
     smoke: bool,
+}
+
+/// An entry of the benchmark, in BENCHMARKS.md's order (as `--only` names it).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, clap::ValueEnum)]
+pub enum Entry {
+    /// 1. Profiling overhead on a CPU-bound workload.
+    Overhead,
+    /// 2. The server's store.
+    Store,
+    /// 3. HTTP capture overhead.
+    Http,
+    /// 4. Against perf and bpftrace.
+    Peers,
+    /// 5. gRPC capture overhead.
+    Grpc,
+    /// 6. Symbolization frames per second against addr2line.
+    Symbolize,
+    /// 7. The continuous agent (`run`) after start-up.
+    Continuous,
+}
+
+impl Entry {
+    const ALL: [Entry; 7] = [
+        Entry::Overhead,
+        Entry::Store,
+        Entry::Http,
+        Entry::Peers,
+        Entry::Grpc,
+        Entry::Symbolize,
+        Entry::Continuous,
+    ];
+
+    /// The section heading in BENCHMARKS.md.
+    fn heading(self) -> &'static str {
+        match self {
+            Entry::Overhead => "1. Profiling overhead",
+            Entry::Store => "2. Server store",
+            Entry::Http => "3. HTTP capture overhead",
+            Entry::Peers => "4. Against peers",
+            Entry::Grpc => "5. gRPC capture overhead",
+            Entry::Symbolize => "6. Symbolization",
+            Entry::Continuous => "7. Continuous agent",
+        }
+    }
+
+    /// Whether the entry runs `profiler-agent` (built once for all of them).
+    fn needs_agent(self) -> bool {
+        !matches!(self, Entry::Store | Entry::Symbolize)
+    }
 }
 
 /// Resource use of a finished child process.
@@ -72,31 +141,129 @@ fn spread(values: &[f64]) -> (f64, f64, f64) {
     (sorted[0], median, sorted[sorted.len() - 1])
 }
 
+/// The order entries run in (BENCHMARKS.md lists them in [`Entry`]'s order).
+const RUN_ORDER: [Entry; 7] = [
+    Entry::Overhead,
+    Entry::Continuous,
+    Entry::Http,
+    Entry::Grpc,
+    Entry::Peers,
+    Entry::Store,
+    Entry::Symbolize,
+];
+
 pub fn run(root: &Path, mut args: BenchArgs) -> Result<()> {
     if args.smoke {
         args.seconds = 2;
         args.repeats = 1;
         args.frequencies = vec![99];
         args.peers_seconds = 3;
+        args.symbolize_addresses = 200;
     }
-    run_checked(crate::cargo().current_dir(root).args([
-        "build",
-        "--release",
-        "-p",
-        "profiler-agent",
-        "--bin",
-        "profiler-agent",
-    ]))?;
+    let selected = |entry: &Entry| args.only.is_empty() || args.only.contains(entry);
     let agent = root.join("target/release/profiler-agent");
+    if RUN_ORDER
+        .iter()
+        .filter(|e| selected(e))
+        .any(|e| e.needs_agent())
+    {
+        run_checked(crate::cargo().current_dir(root).args([
+            "build",
+            "--release",
+            "-p",
+            "profiler-agent",
+            "--bin",
+            "profiler-agent",
+        ]))?;
+    }
     let bench_dir = root.join("target/bench");
     fs::create_dir_all(&bench_dir).context("creating target/bench")?;
-    let workload = bench_dir.join("throughput");
-    run_checked(
-        Command::new("gcc")
-            .args(["-O2", "-fno-omit-frame-pointer", "-o"])
-            .arg(&workload)
-            .arg(root.join("tests/fixtures/throughput.c")),
-    )?;
+
+    let mut sections = BTreeMap::new();
+    for entry in RUN_ORDER.into_iter().filter(selected) {
+        let body = match entry {
+            Entry::Overhead => overhead(root, &agent, &bench_dir, &args)?,
+            Entry::Store => store_section(root, args.smoke)?,
+            Entry::Http => http::run(&agent, &bench_dir, args.seconds, args.repeats)?,
+            Entry::Peers => peers::run(
+                root,
+                &agent,
+                &bench_dir,
+                args.peers_seconds,
+                args.repeats,
+                args.smoke,
+            )?,
+            Entry::Grpc => grpc::run(root, &agent, &bench_dir, args.seconds, args.repeats)?,
+            Entry::Symbolize => {
+                symbolize::run(root, &bench_dir, args.repeats, args.symbolize_addresses)?
+            }
+            Entry::Continuous => {
+                run_checked(crate::cargo().current_dir(root).args([
+                    "build",
+                    "--release",
+                    "-p",
+                    "profiler-server",
+                ]))?;
+                continuous::run(
+                    &root.join("target/release/profiler-server"),
+                    &agent,
+                    &build_workload(root, &bench_dir)?,
+                    &bench_dir,
+                    &args.frequencies,
+                    // Three upload intervals at the default 10 s.
+                    args.seconds * 3,
+                    args.repeats,
+                )?
+            }
+        };
+        sections.insert(entry, format!("## {}\n\n{body}", entry.heading()));
+    }
+    let sections: Vec<String> = sections.into_values().collect();
+    if args.smoke {
+        eprintln!("smoke run passed:\n\n{}", sections.join("\n"));
+        return Ok(());
+    }
+    let only = if args.only.is_empty() {
+        String::new()
+    } else {
+        let names: Vec<String> = Entry::ALL
+            .iter()
+            .filter(|e| args.only.contains(e))
+            .filter_map(|e| {
+                Some(
+                    clap::ValueEnum::to_possible_value(e)?
+                        .get_name()
+                        .to_string(),
+                )
+            })
+            .collect();
+        format!("- entries: {} (`--only`)\n", names.join(", "))
+    };
+    let document = format!(
+        "# Benchmarks\n\nWritten by `cargo xtask bench` (as root). Every comparison is a ratio \
+         taken within one run.\n\n- machine: {}\n- commit: {}\n- date: {}\n{only}\n{}",
+        machine(),
+        command_output("git", &["rev-parse", "--short", "HEAD"]),
+        command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        sections.join("\n"),
+    );
+    let output = match (&args.output, args.only.is_empty()) {
+        (Some(path), _) => root.join(path),
+        (None, true) => root.join("BENCHMARKS.md"),
+        (None, false) => {
+            print!("{document}");
+            return Ok(());
+        }
+    };
+    fs::write(&output, document).with_context(|| format!("writing {}", output.display()))?;
+    eprintln!("wrote {}", output.display());
+    Ok(())
+}
+
+/// Entry 1: a CPU-bound fixture's throughput alone vs while the agent records the whole
+/// machine, per frequency; returns its section (without the heading).
+fn overhead(root: &Path, agent: &Path, bench_dir: &Path, args: &BenchArgs) -> Result<String> {
+    let workload = build_workload(root, bench_dir)?;
 
     let mut report = String::new();
     for &hz in &args.frequencies {
@@ -107,14 +274,14 @@ pub fn run(root: &Path, mut args: BenchArgs) -> Result<()> {
         for repeat in 0..args.repeats {
             let alone = run_workload(&workload, args.seconds)?;
             let profile = bench_dir.join("profile.pb.gz");
-            let recorder = start_recorder(&agent, hz, args.seconds + 2, &profile)?;
+            let recorder = start_recorder(agent, hz, args.seconds + 2, &profile)?;
             // Let the agent load and attach before the workload starts.
             thread::sleep(Duration::from_secs(1));
             let profiled = run_workload(&workload, args.seconds)?;
             let usage = recorder.finish(&profile)?;
             // The same agent for 2 s without the workload: its fixed cost (loading, the kernel
             // symbol table, symbolization of what else runs).
-            let short = start_recorder(&agent, hz, 2, &profile)?.finish(&profile)?;
+            let short = start_recorder(agent, hz, 2, &profile)?.finish(&profile)?;
             fixed_cpu.push(short.cpu.as_secs_f64());
             let ratio = profiled / alone;
             eprintln!(
@@ -156,56 +323,46 @@ pub fn run(root: &Path, mut args: BenchArgs) -> Result<()> {
         ));
         report.push_str(&row("agent peak RSS", &rss_mib, " MiB", "< 40 MiB"));
     }
-    let http = http::run(&agent, &bench_dir, args.seconds, args.repeats)?;
-    let grpc = grpc::run(root, &agent, &bench_dir, args.seconds, args.repeats)?;
-    let peers = peers::run(
-        root,
-        &agent,
-        &bench_dir,
-        args.peers_seconds,
-        args.repeats,
-        args.smoke,
+    Ok(format!(
+        "A single-threaded CPU-bound C fixture (`tests/fixtures/throughput.c`) runs {} s alone, \
+         then {} s while `profiler-agent record --all` samples every CPU; pairs alternate, {} \
+         repeats per frequency. Agent CPU and peak RSS come from the kernel's rusage of the \
+         agent process over its whole life (load, sampling, symbolization, encoding), divided \
+         by its wall time. A 2 s recording of the same agent without the workload shows the \
+         fixed part of that cost (loading, reading the kernel symbol table, symbolizing what \
+         else runs).\n\nBefore/after (issue 6): until commit 2df55bb the release binaries \
+         carried DWARF (`debug = 1`, ~47 MB); when samples landed in the agent's own binary it \
+         loaded those line tables to name them, and its peak RSS reached 64 MiB here and 71-75 \
+         MiB in entry 4 (target 40 MiB). The release profile now keeps the symbol table only \
+         (`strip = \"debuginfo\"`): function names stay, the binary shrinks from 55 to 8 MB, \
+         and the rows below and entry 4 show the peak RSS since.\n\nCommand: `cargo xtask \
+         bench --seconds {} --repeats {}`\n{report}",
+        args.seconds, args.seconds, args.repeats, args.seconds, args.repeats,
+    ))
+}
+
+/// Builds the CPU-bound fixture of entries 1 and 7 into `bench_dir`; returns its path.
+fn build_workload(root: &Path, bench_dir: &Path) -> Result<PathBuf> {
+    let workload = bench_dir.join("throughput");
+    run_checked(
+        Command::new("gcc")
+            .args(["-O2", "-fno-omit-frame-pointer", "-o"])
+            .arg(&workload)
+            .arg(root.join("tests/fixtures/throughput.c")),
     )?;
-    let store = store_bench(root, args.smoke)?;
-    if args.smoke {
-        eprintln!("smoke run passed:{report}\n{store}\n{http}\n{grpc}\n{peers}");
-        return Ok(());
-    }
-    let document = format!(
-        "# Benchmarks\n\nWritten by `cargo xtask bench` (as root). Every comparison is a ratio \
-         taken within one run.\n\n- machine: {}\n- commit: {}\n- date: {}\n\n## 1. Profiling \
-         overhead\n\nA single-threaded CPU-bound C fixture (`tests/fixtures/throughput.c`) runs \
-         {} s alone, then {} s while `profiler-agent record --all` samples every CPU; pairs \
-         alternate, {} repeats per frequency. Agent CPU and peak RSS come from the kernel's \
-         rusage of the agent process over its whole life (load, sampling, symbolization, \
-         encoding), divided by its wall time. A 2 s recording of the same agent without the workload \
-         shows the fixed part of that cost (loading, reading the kernel symbol table, \
-         symbolizing what else runs).\n\nBefore/after (issue 6): until commit 2df55bb the \
-         release binaries carried DWARF (`debug = 1`, ~47 MB); when samples landed in the \
-         agent's own binary it loaded those line tables to name them, and its peak RSS reached \
-         64 MiB here and 71-75 MiB in entry 4 (target 40 MiB). The release profile now keeps \
-         the symbol table only (`strip = \"debuginfo\"`): function names stay, the binary \
-         shrinks from 55 to 8 MB, and the rows below and entry 4 show the peak RSS since.\n\n\
-         Command: `cargo xtask bench --seconds {} --repeats {}`\n{report}\n## 2. Server \
-         store\n\nOne hour of a realistic node (100 processes x 2 threads at 19 Hz, ~300 \
-         stacks each, one profile per 10 s) ingested through the `Store` trait into SQLite, \
-         then flame-graph queries. Targets: >= 1 M samples/s ingest per core, queries < \
-         100 ms, <= 10 bytes per sample.\n\nCommand: `cargo bench -p profiler-server --bench \
-         store` (run by `cargo xtask bench`)\n\n```\n{store}```\n\n## 3. HTTP capture \
-         overhead\n\n{http}\n## 4. Against peers\n\n{peers}\n## 5. gRPC capture overhead\n\n{grpc}",
-        machine(),
-        command_output("git", &["rev-parse", "--short", "HEAD"]),
-        command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
-        args.seconds,
-        args.seconds,
-        args.repeats,
-        args.seconds,
-        args.repeats,
-    );
-    fs::write(root.join(&args.output), document)
-        .with_context(|| format!("writing {}", args.output.display()))?;
-    eprintln!("wrote {}", args.output.display());
-    Ok(())
+    Ok(workload)
+}
+
+/// Entry 2: the server's store benchmark; returns its section (without the heading).
+fn store_section(root: &Path, smoke: bool) -> Result<String> {
+    let store = store_bench(root, smoke)?;
+    Ok(format!(
+        "One hour of a realistic node (100 processes x 2 threads at 19 Hz, ~300 stacks each, \
+         one profile per 10 s) ingested through the `Store` trait into SQLite, then flame-graph \
+         queries. Targets: >= 1 M samples/s ingest per core, queries < 100 ms, <= 10 bytes per \
+         sample.\n\nCommand: `cargo bench -p profiler-server --bench store` (run by `cargo \
+         xtask bench`)\n\n```\n{store}```\n"
+    ))
 }
 
 /// A running `profiler-agent record --all`.

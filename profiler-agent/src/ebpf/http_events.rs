@@ -1,7 +1,7 @@
 //! The HTTP capture's kernel side: attaching its syscall tracepoint programs and reading its ring
 //! buffer of [`HttpExchange`] (HTTP/1.x) and [`H2Chunk`] (HTTP/2) records.
 
-use std::mem::size_of;
+use std::{mem::size_of, os::fd::AsRawFd, time::Duration};
 
 use aya::{
     maps::{MapData, RingBuf},
@@ -32,7 +32,9 @@ pub struct HttpRecord {
 }
 
 /// Reader of the capture's ring buffer. Records are submitted without waking the reader (a
-/// wake-up per request would cost more than the capture), so the owner polls it on a timer.
+/// wake-up per request would cost more than the capture) until
+/// [`profiler_common::HTTP_EVENTS_WAKEUP_BYTES`] are waiting: the owner drains on its own
+/// timer and [`HttpEvents::wait`]s for a full-ish ring in between.
 pub struct HttpEvents {
     ring: RingBuf<MapData>,
     /// Where each record is copied (records may be shorter than their type): one buffer per
@@ -71,6 +73,23 @@ impl HttpEvents {
             }
         }
         read
+    }
+}
+
+impl HttpEvents {
+    /// Blocks until records are waiting or `timeout` passes. The kernel wakes this only once
+    /// [`profiler_common::HTTP_EVENTS_WAKEUP_BYTES`] are waiting, so records below that stay
+    /// until `timeout`. Returns whether records are waiting.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let mut pollfd = libc::pollfd {
+            fd: self.ring.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let timeout_ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: one valid pollfd, living across the call. EINTR (a signal) is a short wait.
+        let ready = unsafe { libc::poll(&mut pollfd, 1, timeout_ms) };
+        ready > 0 && pollfd.revents & libc::POLLIN != 0
     }
 }
 

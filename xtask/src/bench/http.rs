@@ -522,6 +522,23 @@ pub(super) fn cpu_time(pid: u32) -> Result<Duration> {
     Ok(Duration::from_secs_f64(total as f64 / ticks_per_s as f64))
 }
 
+/// The peak RSS of the process `pid` so far (VmHWM in /proc/<pid>/status).
+pub(super) fn peak_rss_kib(pid: u32) -> Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    status
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmHWM:")?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .with_context(|| format!("no VmHWM in {path}"))
+}
+
 /// A running `profiler-agent record --all --spans`, killed on drop unless stopped.
 struct Capture {
     child: Child,
@@ -603,19 +620,7 @@ impl Capture {
 
     /// The agent's peak RSS so far (VmHWM in /proc/<pid>/status).
     fn peak_rss_kib(&self) -> Result<u64> {
-        let path = format!("/proc/{}/status", self.pid());
-        let status = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-        status
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("VmHWM:")?
-                    .trim()
-                    .strip_suffix("kB")?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .with_context(|| format!("no VmHWM in {path}"))
+        peak_rss_kib(self.pid())
     }
 
     /// Stops the agent with SIGINT and reads what it captured; `ok` tells a successful span

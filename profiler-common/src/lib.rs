@@ -95,6 +95,12 @@ pub const MAP_HTTP_EVENTS: &str = "HTTP_EVENTS";
 /// Array where the kernel assembles an [`H2Chunk`], one entry per CPU id: the agent sizes it to
 /// the possible CPUs (per-CPU maps cannot hold values this large).
 pub const MAP_H2_SCRATCH: &str = "H2_SCRATCH";
+/// Program array whose slot 0 the HTTP/2 exit path tail-calls to send the further records of
+/// a syscall that moved more bytes than one [`H2Chunk`] holds; the agent puts
+/// [`PROG_H2_CONTINUE`] there.
+pub const MAP_H2_CONTINUE: &str = "H2_CONTINUE";
+/// The program in [`MAP_H2_CONTINUE`]: loaded, never attached.
+pub const PROG_H2_CONTINUE: &str = "on_h2_continue";
 
 /// Capacity of each counts map in the object: distinct (pid, tid, comm, stacks) keys per drain
 /// interval. The agent resizes it at load time to the number of CPUs and the frequency.
@@ -232,13 +238,13 @@ pub mod http_protocol {
     pub const HTTP2: u32 = 1;
 }
 
-/// Bytes of one syscall an [`H2Chunk`] keeps (the array is twice as large, for the verifier):
-/// whole reads of common HTTP/2 stacks (grpc-go and nginx read up to 32 and 16 KiB at once), so
-/// their frame headers are all there.
+/// Bytes of one syscall an [`H2Chunk`] keeps (the array is three times as large, for the
+/// verifier); a syscall that moved more takes several records (up to 16 x 32 KiB), so frame
+/// headers anywhere in large reads and writes arrive.
 pub const H2_CHUNK_BYTES: usize = 32 << 10;
-/// Buffers (iovecs) of one syscall the kernel looks at; bytes of later ones are missing. gRPC's
-/// C core writes each header name and value from its own buffer.
-pub const H2_IOVECS: usize = 64;
+/// Buffers (iovecs) of one syscall the kernel looks at for the first record; the next records
+/// go on from there. gRPC's C core writes each header name and value from its own buffer.
+pub const H2_IOVECS: usize = 32;
 /// Gaps one [`H2Chunk`] can describe.
 pub const H2_GAPS: usize = 16;
 /// Bytes kept of a buffer that does not fit whole while more buffers follow (enough for the
@@ -284,7 +290,7 @@ pub struct H2Chunk {
     pub span_id: [u8; 8],
     pub comm: [u8; COMM_LEN],
     pub gaps: [[u32; 2]; H2_GAPS],
-    pub data: [u8; 2 * H2_CHUNK_BYTES],
+    pub data: [u8; 3 * H2_CHUNK_BYTES],
 }
 
 impl H2Chunk {
@@ -503,7 +509,7 @@ mod tests {
         );
         assert_eq!(
             size_of::<H2Chunk>(),
-            H2Chunk::HEADER_BYTES + 2 * H2_CHUNK_BYTES
+            H2Chunk::HEADER_BYTES + 3 * H2_CHUNK_BYTES
         );
         assert_eq!(core::mem::offset_of!(H2Chunk, data), H2Chunk::HEADER_BYTES);
         assert_eq!(size_of::<StackTrace>(), 8 * (1 + MAX_STACK_DEPTH));

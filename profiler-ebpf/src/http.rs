@@ -25,7 +25,7 @@ use aya_ebpf::{
         },
     },
     macros::{map, tracepoint},
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
     programs::TracePointContext,
 };
 use profiler_common::{
@@ -100,6 +100,45 @@ static EXCHANGE_SCRATCH: PerCpuArray<HttpExchange> = PerCpuArray::with_max_entri
 #[map]
 static H2_SCRATCH: Array<H2Chunk> = Array::with_max_entries(1, 0);
 
+/// Where a syscall's bytes stand between the records that carry them (see [`send_h2_chunk`]).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct H2Cursor {
+    /// The one buffer, or the iovec array.
+    ptr: u64,
+    /// Bytes of the syscall no record has covered yet.
+    left: u64,
+    /// Bytes of the current buffer already covered.
+    offset: u64,
+    /// The current iovec.
+    index: u32,
+    /// `H2_BUFFERS_*`: how `ptr` leads to the bytes.
+    buffers: u32,
+    /// Records sent for this syscall.
+    records: u32,
+    _pad: u32,
+}
+
+const H2_BUFFERS_ONE: u32 = 0;
+const H2_BUFFERS_IOV: u32 = 1;
+/// The bytes cannot be read (sendfile, an unreadable msghdr): one record says they moved.
+const H2_BUFFERS_NONE: u32 = 2;
+
+/// Records one syscall's bytes may take: 16 x 32 KiB.
+const H2_RECORDS: u32 = 16;
+/// Buffers a continuation record goes through (the first record, [`H2_IOVECS`]): fewer, because
+/// the verifier knows nothing of where the cursor stands there and explores every path.
+const H2_CONTINUE_BUFFERS: usize = 16;
+
+/// The cursor of the syscall this CPU sends records for.
+#[map]
+static H2_CURSOR: PerCpuArray<H2Cursor> = PerCpuArray::with_max_entries(1, 0);
+
+/// Slot 0: [`on_h2_continue`], set by the agent (an empty slot ends a syscall's records early,
+/// with its remaining bytes marked missing).
+#[map]
+static H2_CONTINUE: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
 /// `struct iovec`.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -137,13 +176,17 @@ pub fn on_sendfile_enter(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn on_read_exit(ctx: TracePointContext) -> u32 {
-    let _ = try_on_data_exit(&ctx, false);
+    if try_on_data_exit(&ctx, false) == Some(true) {
+        continue_h2(&ctx);
+    }
     0
 }
 
 #[tracepoint]
 pub fn on_write_exit(ctx: TracePointContext) -> u32 {
-    let _ = try_on_data_exit(&ctx, true);
+    if try_on_data_exit(&ctx, true) == Some(true) {
+        continue_h2(&ctx);
+    }
     0
 }
 
@@ -286,7 +329,8 @@ fn is_response_start(head: &[u8; 8], len: u64) -> bool {
     starts_with(head, len, b"HTTP/1.")
 }
 
-fn try_on_data_exit(ctx: &TracePointContext, write: bool) -> Option<()> {
+/// Returns `Some(true)` when an HTTP/2 syscall's bytes need more records ([`continue_h2`]).
+fn try_on_data_exit(ctx: &TracePointContext, write: bool) -> Option<bool> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let slot = SYSCALL_ARGS.get_ptr_mut(&pid_tgid)?;
     // SAFETY: a live entry owned by this thread (the key is its pid_tgid).
@@ -333,8 +377,7 @@ fn try_on_data_exit(ctx: &TracePointContext, write: bool) -> Option<()> {
     // garbles that exchange's record (user space validates everything it parses).
     let x = unsafe { &mut *exchange };
     if x.protocol == http_protocol::HTTP2 {
-        send_h2_chunk(x, &args, moved, write, pid_tgid, now);
-        return Some(());
+        return send_h2_chunk(x, &args, moved, write, pid_tgid, now);
     }
     let request_direction = (x.role == http_role::SERVER) != write;
     let sent_at = if write { args.enter_ns } else { now };
@@ -363,7 +406,7 @@ fn try_on_data_exit(ctx: &TracePointContext, write: bool) -> Option<()> {
             let byte = unsafe { bpf_probe_read_user(buf as *const u8) }.ok()?;
             x.carry = u32::from(byte) | CARRY_VALID;
             x.carry_ns = sent_at;
-            return Some(());
+            return Some(false);
         } else {
             count(Stat::HttpUnrecognized);
             return None;
@@ -375,7 +418,7 @@ fn try_on_data_exit(ctx: &TracePointContext, write: bool) -> Option<()> {
         {
             set_server_context(x, pid_tgid);
         }
-        return Some(());
+        return Some(false);
     }
 
     // Response direction.
@@ -419,7 +462,7 @@ fn try_on_data_exit(ctx: &TracePointContext, write: bool) -> Option<()> {
             emit(x, false);
         }
     }
-    Some(())
+    Some(false)
 }
 
 /// Status 101 Switching Protocols.
@@ -450,8 +493,10 @@ fn new_connection(key: &ConnKey, role: u32, protocol: u32, now: u64) -> Option<*
     HTTP_CONNS.get_ptr_mut(key)
 }
 
-/// Sends the bytes a syscall moved on an HTTP/2 connection: up to [`H2_CHUNK_BYTES`] of them
-/// from up to [`H2_IOVECS`] buffers, and where bytes are missing (see [`H2Chunk`]).
+/// Sends the bytes a syscall moved on an HTTP/2 connection as [`H2Chunk`] records: the first
+/// here, and while bytes remain, each next one from [`on_h2_continue`] through a tail call, up
+/// to [`H2_RECORDS`] records; the last one says where bytes are missing. Returns whether the
+/// program should tail-call ([`continue_h2`]).
 #[inline(always)]
 fn send_h2_chunk(
     x: &HttpExchange,
@@ -460,7 +505,7 @@ fn send_h2_chunk(
     write: bool,
     pid_tgid: u64,
     now: u64,
-) -> Option<()> {
+) -> Option<bool> {
     // SAFETY: a helper without arguments.
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let chunk = H2_SCRATCH.get_ptr_mut(cpu)?;
@@ -475,49 +520,105 @@ fn send_h2_chunk(
     c.conn_start_ns = x.conn_start_ns;
     c.enter_ns = args.enter_ns;
     c.exit_ns = now;
-    c.moved = moved;
     c.comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
-    let ctx = if write {
+    let ctx_of_thread = if write {
         // SAFETY: a live entry of the LRU map; copied out at once.
         TRACES_CTX.get_ptr(&pid_tgid).map(|ctx| unsafe { *ctx })
     } else {
         None
     };
-    let ctx = ctx.unwrap_or(TraceCtx {
+    let trace = ctx_of_thread.unwrap_or(TraceCtx {
         trace_id: [0; 16],
         span_id: [0; 8],
     });
-    c.trace_id = ctx.trace_id;
-    c.span_id = ctx.span_id;
-    c.gap_count = 0;
-    c.data_len = 0;
+    c.trace_id = trace.trace_id;
+    c.span_id = trace.span_id;
 
-    if args.data == DATA_BUF {
-        keep_buffer(c, args.ptr, moved, true);
-    } else if args.data == DATA_IOV || args.data == DATA_MSG {
-        let iov_ptr = if args.data == DATA_IOV {
-            args.ptr
-        } else {
-            // SAFETY: a user pointer read with a fault-safe helper.
-            unsafe { bpf_probe_read_user((args.ptr as usize + MSGHDR_IOV) as *const u64) }.ok()?
-        };
-        let mut left = moved;
-        let mut i = 0;
-        while i < H2_IOVECS && left > 0 {
-            // SAFETY: as above.
-            let Ok(iov) =
-                (unsafe { bpf_probe_read_user((iov_ptr as usize + i * 16) as *const IoVec) })
-            else {
-                break;
-            };
-            let len = if iov.len < left { iov.len } else { left };
-            left -= len;
-            if !keep_buffer(c, iov.base, len, left == 0) {
-                break;
-            }
-            i += 1;
+    let (ptr, buffers) = if args.data == DATA_BUF {
+        (args.ptr, H2_BUFFERS_ONE)
+    } else if args.data == DATA_IOV {
+        (args.ptr, H2_BUFFERS_IOV)
+    } else if args.data == DATA_MSG {
+        // SAFETY: a user pointer read with a fault-safe helper.
+        let iov = unsafe { bpf_probe_read_user((args.ptr as usize + MSGHDR_IOV) as *const u64) };
+        iov.map_or((0, H2_BUFFERS_NONE), |iov| (iov, H2_BUFFERS_IOV))
+    } else {
+        (0, H2_BUFFERS_NONE)
+    };
+    let cursor = H2_CURSOR.get_ptr_mut(0)?;
+    // SAFETY: this CPU's cursor; only this program and its tail calls use it meanwhile.
+    let cursor = unsafe { &mut *cursor };
+    *cursor = H2Cursor {
+        ptr,
+        left: moved,
+        offset: 0,
+        index: 0,
+        buffers,
+        records: 0,
+        _pad: 0,
+    };
+    Some(send_h2_record::<H2_IOVECS>(c, cursor))
+}
+
+/// The next record of a syscall whose bytes did not fit in one (see [`send_h2_chunk`]).
+#[tracepoint]
+pub fn on_h2_continue(ctx: TracePointContext) -> u32 {
+    // SAFETY: a helper without arguments.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    if let (Some(chunk), Some(cursor)) = (H2_SCRATCH.get_ptr_mut(cpu), H2_CURSOR.get_ptr_mut(0)) {
+        // SAFETY: this CPU's entries, set by the program that tail-called this one, which
+        // ended with the call.
+        if unsafe { send_h2_record::<H2_CONTINUE_BUFFERS>(&mut *chunk, &mut *cursor) } {
+            continue_h2(&ctx);
         }
     }
+    0
+}
+
+/// Tail-calls [`on_h2_continue`] for the next record of this CPU's HTTP/2 syscall. Only a
+/// program's own function may (the kernel allows tail calls in functions returning `int`).
+#[inline(always)]
+fn continue_h2(ctx: &TracePointContext) {
+    // SAFETY: the context is this program's; on success the call does not return.
+    unsafe { H2_CONTINUE.tail_call(ctx, 0) };
+    // Not continued (the slot is empty, or the kernel's tail call limit): say the rest is
+    // missing so that user space does not read the next syscall's bytes in its place.
+    // SAFETY: a helper without arguments.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    if let (Some(chunk), Some(cursor)) = (H2_SCRATCH.get_ptr_mut(cpu), H2_CURSOR.get_ptr_mut(0)) {
+        // SAFETY: this CPU's entries, set by this program.
+        let (c, cursor) = unsafe { (&mut *chunk, &*cursor) };
+        c.gap_count = 0;
+        c.data_len = 0;
+        c.moved = cursor.left;
+        output_h2_record(c);
+    }
+}
+
+/// Fills and sends one record from where `cursor` stands; returns whether bytes remain for
+/// another record (from [`on_h2_continue`]).
+#[inline(always)]
+fn send_h2_record<const BUFFERS: usize>(c: &mut H2Chunk, cursor: &mut H2Cursor) -> bool {
+    let covered_from = cursor.left;
+    let last_record = cursor.records + 1 >= H2_RECORDS;
+    c.gap_count = 0;
+    c.data_len = 0;
+    let more = fill_h2_record::<BUFFERS>(c, cursor, last_record) && !last_record;
+    cursor.records += 1;
+    // A record that ends the syscall covers every byte left: those not kept are missing after
+    // its data.
+    c.moved = if more {
+        covered_from - cursor.left
+    } else {
+        covered_from
+    };
+    output_h2_record(c);
+    more
+}
+
+/// Sends the chunk assembled in `c`.
+#[inline(always)]
+fn output_h2_record(c: &mut H2Chunk) {
     let size = H2Chunk::HEADER_BYTES + (c.data_len as usize & (2 * H2_CHUNK_BYTES - 1));
     // SAFETY: `c` is a map value of size_of::<H2Chunk>() bytes and `size` never exceeds it;
     // the ring buffer copies the bytes.
@@ -534,63 +635,107 @@ fn send_h2_chunk(
     if ret < 0 {
         count(Stat::HttpEventsLost);
     }
-    Some(())
 }
 
-/// Appends the bytes of one buffer (`len` at `buf`) to the chunk: all of them when they fit;
-/// else as many as fit if it is the `last` buffer, or its first [`H2_BUFFER_HEAD`] (room
-/// permitting) and a gap for the rest. Returns false when the gap list is full: the rest of the
-/// syscall is then missing after the data.
+/// Copies into `c` the bytes from where `cursor` stands, buffer after buffer, until the chunk
+/// is full or the syscall's bytes end, and moves the cursor past them. Returns whether bytes
+/// remain for another record. In the `last_record` a buffer that does not fit keeps its first
+/// [`H2_BUFFER_HEAD`] bytes and a gap (so frame headers after a large DATA payload written from
+/// its own iovec still arrive), or, if it is the last buffer, as many bytes as fit.
 #[inline(always)]
-fn keep_buffer(c: &mut H2Chunk, buf: u64, len: u64, last: bool) -> bool {
-    let at = c.data_len as usize;
-    let room = H2_CHUNK_BYTES.saturating_sub(at) as u64;
-    // Bounded by a constant first: verifiers before ~6.8 learn nothing from comparing two
-    // registers (`len <= room`), and an unbounded size fails to load there.
-    let capped = if len > H2_CHUNK_BYTES as u64 {
-        H2_CHUNK_BYTES as u64
-    } else {
-        len
-    };
-    let mut n = if capped <= room {
-        capped
-    } else if last || room < H2_BUFFER_HEAD as u64 {
-        room
-    } else {
-        H2_BUFFER_HEAD as u64
-    };
-    if n > 0 {
-        // SAFETY: at < H2_CHUNK_BYTES (masked for the verifier) and n <= H2_CHUNK_BYTES, so the
-        // copy stays inside the 2 * H2_CHUNK_BYTES array; the read faults safely.
-        let ret = unsafe {
-            probe_read_user(
-                c.data
-                    .as_mut_ptr()
-                    .add(at & (H2_CHUNK_BYTES - 1))
-                    .cast::<c_void>(),
-                n as u32,
-                buf as *const c_void,
-            )
-        };
-        if ret != 0 {
-            n = 0;
-        }
-    }
-    c.data_len = (at as u64 + n) as u32;
-    if n == len {
-        return true;
-    }
-    if last {
-        // Missing after the data: no gap entry needed.
-        return true;
-    }
-    let index = c.gap_count as usize;
-    if index >= H2_GAPS {
+fn fill_h2_record<const BUFFERS: usize>(
+    c: &mut H2Chunk,
+    cursor: &mut H2Cursor,
+    last_record: bool,
+) -> bool {
+    if cursor.buffers == H2_BUFFERS_NONE {
         return false;
     }
-    c.gaps[index & (H2_GAPS - 1)] = [c.data_len, (len - n) as u32];
-    c.gap_count += 1;
-    true
+    let mut i = 0;
+    while i < BUFFERS {
+        if cursor.left == 0 {
+            return false;
+        }
+        let (base, len) = if cursor.buffers == H2_BUFFERS_ONE {
+            (cursor.ptr, cursor.offset + cursor.left)
+        } else {
+            let at = cursor.ptr as usize + (cursor.index as usize) * 16;
+            // SAFETY: a user pointer read with a fault-safe helper.
+            match unsafe { bpf_probe_read_user(at as *const IoVec) } {
+                Ok(iov) => (iov.base, iov.len),
+                Err(_) => return false,
+            }
+        };
+        let rest = len.saturating_sub(cursor.offset);
+        let avail = if rest < cursor.left {
+            rest
+        } else {
+            cursor.left
+        };
+        let last_buffer = avail == cursor.left;
+        let room = H2_CHUNK_BYTES.saturating_sub(c.data_len as usize) as u64;
+        let head_only =
+            avail > room && last_record && !last_buffer && room >= H2_BUFFER_HEAD as u64;
+        let take = if avail <= room {
+            avail
+        } else if head_only {
+            H2_BUFFER_HEAD as u64
+        } else {
+            room
+        };
+        let kept = copy_into_chunk(c, base + cursor.offset, take);
+        if kept < take || head_only {
+            // Not kept (a fault), or the head of a buffer that does not fit: a gap for the
+            // rest of the buffer, and on to the next one.
+            let index = c.gap_count as usize;
+            if index >= H2_GAPS {
+                return false;
+            }
+            c.gaps[index & (H2_GAPS - 1)] = [c.data_len, (avail - kept) as u32];
+            c.gap_count += 1;
+        } else if take < avail {
+            // The chunk is full in the middle of this buffer.
+            cursor.offset += take;
+            cursor.left -= take;
+            return !last_record;
+        }
+        cursor.left -= avail;
+        cursor.offset = 0;
+        cursor.index += 1;
+        i += 1;
+    }
+    cursor.left > 0
+}
+
+/// Appends `n` bytes at `buf` to the chunk's data; returns how many it kept (0 on a fault).
+/// Callers keep `n` within the chunk's room ([`H2_CHUNK_BYTES`] at most).
+#[inline(always)]
+fn copy_into_chunk(c: &mut H2Chunk, buf: u64, n: u64) -> u64 {
+    let at = c.data_len as usize;
+    // The verifier must see the size bounded. Callers bound it by comparing it with the room,
+    // which verifiers before ~6.8 do not follow (two registers), and LLVM would drop any
+    // further bound it can prove redundant: the volatile read hides what LLVM knows, and the
+    // mask bounds the size for every verifier without a branch. `data` holds 3 x
+    // H2_CHUNK_BYTES, so an offset below H2_CHUNK_BYTES plus a masked size always fits.
+    // SAFETY: reads a local.
+    let n = unsafe { core::ptr::read_volatile(&n) } & (2 * H2_CHUNK_BYTES as u64 - 1);
+    // SAFETY: at < H2_CHUNK_BYTES after the mask and n < 2 * H2_CHUNK_BYTES, so the copy stays
+    // inside the 3 * H2_CHUNK_BYTES array; the read faults safely.
+    let ret = unsafe {
+        probe_read_user(
+            c.data
+                .as_mut_ptr()
+                .add(at & (H2_CHUNK_BYTES - 1))
+                .cast::<c_void>(),
+            n as u32,
+            buf as *const c_void,
+        )
+    };
+    if ret != 0 {
+        return 0;
+    }
+    c.data_len = (at as u64 + n) as u32;
+    n
 }
 
 /// Starts a new exchange with the first request bytes (after `carried`, a byte read earlier).

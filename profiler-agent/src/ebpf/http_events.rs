@@ -4,10 +4,14 @@
 use std::{mem::size_of, os::fd::AsRawFd, time::Duration};
 
 use aya::{
-    maps::{MapData, RingBuf},
+    maps::{MapData, ProgramArray, RingBuf},
+    programs::TracePoint,
     Ebpf,
 };
-use profiler_common::{http_event, H2Chunk, HttpExchange, HTTP_PROGRAMS, MAP_HTTP_EVENTS};
+use profiler_common::{
+    http_event, H2Chunk, HttpExchange, HTTP_PROGRAMS, MAP_H2_CONTINUE, MAP_HTTP_EVENTS,
+    PROG_H2_CONTINUE,
+};
 
 /// One record of the ring buffer, read in place.
 pub enum HttpEvent<'a> {
@@ -111,6 +115,9 @@ fn decode<T: aya::Pod>(bytes: &[u8], into: &mut T, header: usize) -> Option<usiz
 
 /// Loads and attaches every HTTP program to its tracepoints and takes the ring buffer.
 pub(super) fn attach(ebpf: &mut Ebpf) -> Result<HttpEvents, SamplerError> {
+    // Before the exit programs run: without it a large HTTP/2 syscall's bytes past the first
+    // record would be marked missing.
+    link_h2_continue(ebpf)?;
     for (name, tracepoints) in HTTP_PROGRAMS {
         attach_tracepoints(ebpf, name, "syscalls", tracepoints)?;
     }
@@ -122,6 +129,44 @@ pub(super) fn attach(ebpf: &mut Ebpf) -> Result<HttpEvents, SamplerError> {
         // SAFETY: as above.
         h2_scratch: Box::new(unsafe { std::mem::zeroed() }),
         malformed: 0,
+    })
+}
+
+/// Loads [`PROG_H2_CONTINUE`] and puts it in the slot of [`MAP_H2_CONTINUE`] the HTTP/2 exit
+/// path tail-calls. The map stays in `ebpf`, whose descriptor keeps the slot filled (the kernel
+/// empties a program array once user space closes it).
+fn link_h2_continue(ebpf: &mut Ebpf) -> Result<(), SamplerError> {
+    let name = PROG_H2_CONTINUE;
+    let program: &mut TracePoint = ebpf
+        .program_mut(name)
+        .ok_or_else(|| SamplerError::Missing {
+            name: name.to_string(),
+        })?
+        .try_into()
+        .map_err(|source| SamplerError::Program { name, source })?;
+    program
+        .load()
+        .map_err(|source| SamplerError::Program { name, source })?;
+    let fd = program
+        .fd()
+        .map_err(|source| SamplerError::Program { name, source })?
+        .try_clone()
+        .map_err(|error| SamplerError::Program {
+            name,
+            source: error.into(),
+        })?;
+    let map = ebpf
+        .map_mut(MAP_H2_CONTINUE)
+        .ok_or_else(|| SamplerError::Missing {
+            name: MAP_H2_CONTINUE.to_string(),
+        })?;
+    let mut slots = ProgramArray::try_from(map).map_err(|source| SamplerError::Map {
+        name: MAP_H2_CONTINUE,
+        source,
+    })?;
+    slots.set(0, &fd, 0).map_err(|source| SamplerError::Map {
+        name: MAP_H2_CONTINUE,
+        source,
     })
 }
 

@@ -12,6 +12,7 @@ pub mod encode;
 pub mod export;
 pub mod features;
 pub mod http_capture;
+pub mod kallsyms;
 pub mod metadata;
 pub mod process;
 pub mod profile;

@@ -9,12 +9,13 @@ use std::{
 };
 
 use blazesym::symbolize::{
-    source::{Elf, Kernel, Process, Source},
+    source::{Elf, Process, Source},
     Input, Sym, Symbolized, Symbolizer as Blazesym,
 };
 
 use crate::{
     collect::{Collector, RawSample, RawStack},
+    kallsyms::Kallsyms,
     process::{FileId, MapEntry, PerfMap},
     profile::{Line, Location, LocationId, Mapping, MappingId, Profile, Sample, UNKNOWN_FUNCTION},
 };
@@ -46,6 +47,8 @@ pub struct Symbolizer {
     /// (file, file offset) → lines, innermost first.
     user_cache: HashMap<(FileId, u64), Option<Vec<Line>>>,
     kernel_cache: HashMap<u64, Option<Vec<Line>>>,
+    /// The kernel's symbols, read at the first kernel frame.
+    kallsyms: Option<Kallsyms>,
     perf_maps: HashMap<u32, Option<PerfMap>>,
     /// Offset in the vDSO → lines. Every process maps the same vDSO image, so offsets are
     /// resolved in the agent's own vDSO.
@@ -77,6 +80,7 @@ impl Symbolizer {
                 .build(),
             user_cache: HashMap::new(),
             kernel_cache: HashMap::new(),
+            kallsyms: None,
             perf_maps: HashMap::new(),
             vdso_cache: HashMap::new(),
             own_vdso_start: own_vdso_start(),
@@ -279,22 +283,16 @@ impl Symbolizer {
         if wanted.is_empty() {
             return;
         }
-        let addrs: Vec<u64> = wanted.into_iter().collect();
-        let source = Source::Kernel(Kernel {
-            // kallsyms is always there; a vmlinux search would only slow the first profile.
-            vmlinux: blazesym::MaybeDefault::None,
-            ..Kernel::default()
-        });
-        let results = self
-            .blazesym
-            .symbolize(&source, Input::AbsAddr(&addrs))
-            .unwrap_or_default();
-        for (index, addr) in addrs.iter().enumerate() {
-            let lines = match results.get(index) {
-                Some(Symbolized::Sym(sym)) => Some(lines_of(sym)),
-                _ => None,
-            };
-            self.kernel_cache.insert(*addr, lines);
+        // Read once, at the first kernel frame: kallsyms is always there (a vmlinux with
+        // DWARF rarely is on a node, and its search would slow the first profile).
+        let kallsyms = self
+            .kallsyms
+            .get_or_insert_with(|| Kallsyms::load().unwrap_or_default());
+        for addr in wanted {
+            let lines = kallsyms
+                .find(addr)
+                .map(|name| vec![line(name.to_string(), None, 0)]);
+            self.kernel_cache.insert(addr, lines);
         }
     }
 }

@@ -5,7 +5,6 @@ use std::{mem::size_of, os::fd::AsRawFd, time::Duration};
 
 use aya::{
     maps::{MapData, ProgramArray, RingBuf},
-    programs::TracePoint,
     Ebpf,
 };
 use profiler_common::{
@@ -22,7 +21,7 @@ pub enum HttpEvent<'a> {
     H2(&'a H2Chunk, &'a [u8]),
 }
 
-use super::{attach_tracepoints, take_map, SamplerError};
+use super::{attach_tracepoints, load_tracepoint, take_map, SamplerError};
 
 /// An owned copy of an HTTP/1.x record, for callers that keep records (`kernel-check`); the
 /// capture itself reads them in place ([`HttpEvents::for_each`]).
@@ -137,17 +136,7 @@ pub(super) fn attach(ebpf: &mut Ebpf) -> Result<HttpEvents, SamplerError> {
 /// empties a program array once user space closes it).
 fn link_h2_continue(ebpf: &mut Ebpf) -> Result<(), SamplerError> {
     let name = PROG_H2_CONTINUE;
-    let program: &mut TracePoint = ebpf
-        .program_mut(name)
-        .ok_or_else(|| SamplerError::Missing {
-            name: name.to_string(),
-        })?
-        .try_into()
-        .map_err(|source| SamplerError::Program { name, source })?;
-    program
-        .load()
-        .map_err(|source| SamplerError::Program { name, source })?;
-    let fd = program
+    let fd = load_tracepoint(ebpf, name)?
         .fd()
         .map_err(|source| SamplerError::Program { name, source })?
         .try_clone()

@@ -393,16 +393,7 @@ fn attach_tracepoints(
     category: &str,
     events: &[&str],
 ) -> Result<(), SamplerError> {
-    let program: &mut TracePoint = ebpf
-        .program_mut(name)
-        .ok_or_else(|| SamplerError::Missing {
-            name: name.to_string(),
-        })?
-        .try_into()
-        .map_err(|source| SamplerError::Program { name, source })?;
-    program
-        .load()
-        .map_err(|source| SamplerError::Program { name, source })?;
+    let program = load_tracepoint(ebpf, name)?;
     for event in events {
         program
             .attach(category, event)
@@ -413,6 +404,24 @@ fn attach_tracepoints(
             })?;
     }
     Ok(())
+}
+
+/// Loads the tracepoint program `name` (verifying it) without attaching it.
+fn load_tracepoint<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut TracePoint, SamplerError> {
+    let program: &mut TracePoint = ebpf
+        .program_mut(name)
+        .ok_or_else(|| SamplerError::Missing {
+            name: name.to_string(),
+        })?
+        .try_into()
+        .map_err(|source| SamplerError::Program { name, source })?;
+    program
+        .load()
+        .map_err(|source| SamplerError::Program { name, source })?;
+    Ok(program)
 }
 
 /// Raises RLIMIT_MEMLOCK for kernels that still charge BPF maps to it (before 5.11). Newer

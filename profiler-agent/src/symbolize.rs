@@ -1,7 +1,8 @@
-//! Resolves raw addresses to functions, files and lines with blazesym and builds the
-//! [`Profile`]. User addresses are first normalized to (file, file offset) with the mappings the
-//! collector captured, so processes that have exited since are still symbolized; results are
-//! cached per file and offset, so a library shared by many processes is read once.
+//! Resolves raw addresses to functions, files and lines (user frames with blazesym, kernel
+//! frames with [`Kallsyms`]) and builds the [`Profile`]. User addresses are first normalized to
+//! (file, file offset) with the mappings the collector captured, so processes that have exited
+//! since are still symbolized; results are cached per file and offset, so a library shared by
+//! many processes is read once.
 
 use std::{
     collections::{HashMap, HashSet},

@@ -58,6 +58,21 @@ pub fn stop_requested() -> bool {
     STOP.load(Ordering::SeqCst)
 }
 
+/// Blocks until `fd` is readable or `timeout` passes (rounded up to a millisecond, so a short
+/// wait does not spin; a signal ends it early); returns whether `fd` is readable. Also how the
+/// HTTP capture sleeps on its ring buffer.
+pub fn wait_readable(fd: libc::c_int, timeout: Duration) -> bool {
+    let mut pollfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one valid pollfd, living across the call.
+    let ready = unsafe { libc::poll(&mut pollfd, 1, ms) };
+    ready > 0 && pollfd.revents & libc::POLLIN != 0
+}
+
 /// Sleeps for `duration`, waking early on a stop request or a child's exit.
 pub fn sleep(duration: Duration) {
     let deadline = Instant::now() + duration;
@@ -73,15 +88,7 @@ pub fn sleep(duration: Duration) {
             std::thread::sleep(left.min(Duration::from_millis(50)));
             continue;
         }
-        let mut pollfd = libc::pollfd {
-            fd: wake,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // Rounded up, so a wait shorter than a millisecond does not spin.
-        let ms = libc::c_int::try_from(left.as_micros().div_ceil(1000)).unwrap_or(libc::c_int::MAX);
-        // SAFETY: one valid pollfd, living across the call.
-        if unsafe { libc::poll(&mut pollfd, 1, ms) } > 0 {
+        if wait_readable(wake, left) {
             let mut drain = [0u8; 64];
             // SAFETY: reads into a local buffer of that size; the pipe is non-blocking.
             while unsafe { libc::read(wake, drain.as_mut_ptr().cast(), drain.len()) } > 0 {}

@@ -461,6 +461,19 @@ fn wait_for(pid: u32, started: Instant, what: &str) -> Result<Usage> {
     })
 }
 
+/// A loopback port free right now (for a server the bench starts).
+fn free_port() -> Result<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .context("finding a free port")
+        .map(|address| address.port())
+}
+
+/// Creates (or truncates) the file at `path`, e.g. for a child's log.
+fn create_file(path: &Path) -> Result<fs::File> {
+    fs::File::create(path).with_context(|| format!("creating {}", path.display()))
+}
+
 /// Resets xtask's peak RSS (VmHWM) to its current RSS; call it right before spawning a child
 /// whose peak RSS (`ru_maxrss`) is measured. `Command` spawns with vfork (posix_spawn): the child
 /// runs in xtask's memory until it execs, and exec keeps that memory's peak as the child's

@@ -77,22 +77,12 @@ impl HttpEvents {
         }
         read
     }
-}
 
-impl HttpEvents {
     /// Blocks until records are waiting or `timeout` passes. The kernel wakes this only once
     /// [`profiler_common::HTTP_EVENTS_WAKEUP_BYTES`] are waiting, so records below that stay
     /// until `timeout`. Returns whether records are waiting.
     pub fn wait(&self, timeout: Duration) -> bool {
-        let mut pollfd = libc::pollfd {
-            fd: self.ring.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let timeout_ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-        // SAFETY: one valid pollfd, living across the call. EINTR (a signal) is a short wait.
-        let ready = unsafe { libc::poll(&mut pollfd, 1, timeout_ms) };
-        ready > 0 && pollfd.revents & libc::POLLIN != 0
+        crate::signals::wait_readable(self.ring.as_raw_fd(), timeout)
     }
 }
 

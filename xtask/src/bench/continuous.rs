@@ -9,8 +9,7 @@
 use std::{
     fmt::Write as _,
     fs,
-    net::TcpListener,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
@@ -18,7 +17,10 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use super::http::{peak_rss_kib, row};
+use super::{
+    create_file, free_port,
+    http::{peak_rss_kib, row},
+};
 
 /// Seconds between the agent's uploads in this entry (its default).
 const UPLOAD_INTERVAL_S: u64 = 10;
@@ -151,7 +153,7 @@ fn measure(
             .args(["--listen", &format!("127.0.0.1:{api}")])
             .args(["--otlp-listen", &format!("127.0.0.1:{otlp}")])
             .stdout(Stdio::null())
-            .stderr(file(&dir.join("server.log"))?)
+            .stderr(create_file(&dir.join("server.log"))?)
             .spawn()
             .context("starting profiler-server")?,
     );
@@ -164,7 +166,7 @@ fn measure(
             .args(["--otlp-endpoint", &format!("http://127.0.0.1:{otlp}")])
             .args(["--telemetry-listen", "off"])
             .stdout(Stdio::null())
-            .stderr(file(&log)?)
+            .stderr(create_file(&log)?)
             .spawn()
             .context("starting profiler-agent run")?,
     );
@@ -245,16 +247,6 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// A loopback port free right now.
-fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(listener.local_addr()?.port())
-}
-
-fn file(path: &PathBuf) -> Result<fs::File> {
-    fs::File::create(path).with_context(|| format!("creating {}", path.display()))
 }
 
 fn read(path: &Path) -> String {

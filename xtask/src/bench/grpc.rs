@@ -10,7 +10,6 @@ use std::{
     fmt::Write as _,
     fs,
     io::{BufRead, BufReader},
-    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -396,10 +395,7 @@ struct Server {
 
 impl Server {
     fn start(root: &Path) -> Result<Server> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .context("finding a free port")?
-            .port();
+        let port = super::free_port()?;
         let mut child = Command::new("python3")
             .arg(root.join("tests/fixtures/grpc/greeter_server.py"))
             .arg(port.to_string())

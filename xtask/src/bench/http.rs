@@ -8,7 +8,7 @@ use std::{
     collections::BTreeMap,
     fmt::Write as _,
     fs::{self, File},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
@@ -336,10 +336,7 @@ impl Nginx {
         fs::create_dir_all(&www).with_context(|| format!("creating {}", www.display()))?;
         fs::write(www.join("index.html"), "x".repeat(STATIC_FILE_BYTES))
             .context("writing nginx's static file")?;
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .context("finding a free port")?
-            .port();
+        let port = super::free_port()?;
         let dir_text = dir.display();
         let config = format!(
             "# Written by `cargo xtask bench`.\n\

@@ -8,7 +8,7 @@
 
 use std::{
     collections::BTreeMap,
-    fs::{self, File},
+    fs,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
@@ -18,6 +18,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use super::{
+    create_file,
     folded::{self, Shares},
     reset_peak_rss, wait_for,
 };
@@ -326,7 +327,7 @@ fn run_ours(setup: &Setup) -> Result<Pipeline> {
         .arg("--output")
         .arg(&output)
         .stdout(Stdio::null())
-        .stderr(create(&log)?)
+        .stderr(create_file(&log)?)
         .spawn()
         .context("starting profiler-agent record")?;
     let record = wait_logged(child, "profiler-agent record", &log)?;
@@ -358,7 +359,7 @@ fn run_perf(setup: &Setup) -> Result<Pipeline> {
         .args(["--", "sleep"])
         .arg(setup.seconds.to_string())
         .stdout(Stdio::null())
-        .stderr(create(&record_log)?)
+        .stderr(create_file(&record_log)?)
         .spawn()
         .context("starting perf record")?;
     let record = wait_logged(child, "perf record", &record_log)?;
@@ -369,7 +370,7 @@ fn run_perf(setup: &Setup) -> Result<Pipeline> {
         .args(["script", "-i"])
         .arg(&data)
         .stdout(Stdio::piped())
-        .stderr(create(&script_log)?)
+        .stderr(create_file(&script_log)?)
         .spawn()
         .context("starting perf script")?;
     let pipe = script
@@ -378,12 +379,12 @@ fn run_perf(setup: &Setup) -> Result<Pipeline> {
         .context("perf script has no stdout pipe")?;
     let collapse_log = setup.dir.join("inferno-collapse-perf.log");
     // `--kernel` marks kernel frames `_[k]`, as our folded output does.
-    let collapse = create(&output).and_then(|folded| {
+    let collapse = create_file(&output).and_then(|folded| {
         Command::new(collapser)
             .arg("--kernel")
             .stdin(pipe)
             .stdout(folded)
-            .stderr(create(&collapse_log)?)
+            .stderr(create_file(&collapse_log)?)
             .spawn()
             .context("starting inferno-collapse-perf")
     });
@@ -430,8 +431,8 @@ fn run_bpftrace(setup: &Setup) -> Result<Pipeline> {
     let child = Command::new("bpftrace")
         .arg("-e")
         .arg(bpftrace_program(setup.seconds))
-        .stdout(create(&printed)?)
-        .stderr(create(&log)?)
+        .stdout(create_file(&printed)?)
+        .stderr(create_file(&log)?)
         .spawn()
         .context("starting bpftrace")?;
     let bpftrace = wait_logged(child, "bpftrace", &log)?;
@@ -527,10 +528,6 @@ fn wait_logged(child: Child, name: &'static str, log: &Path) -> Result<Step> {
         cpu: usage.cpu,
         peak_rss_kib: usage.max_rss_kib,
     })
-}
-
-fn create(path: &Path) -> Result<File> {
-    File::create(path).with_context(|| format!("creating {}", path.display()))
 }
 
 /// burn3 running for longer than any pipeline takes, killed on [`Workload::stop`] or drop.

@@ -247,13 +247,16 @@ pub const H2_CHUNK_BYTES: usize = 32 << 10;
 pub const H2_IOVECS: usize = 32;
 /// Gaps one [`H2Chunk`] can describe.
 pub const H2_GAPS: usize = 16;
-/// Bytes kept of a buffer that does not fit whole while more buffers follow (enough for the
-/// frame header a DATA payload buffer may start with): the room is kept for the next buffers,
-/// which hold the frames that follow a large payload (trailers, the next HEADERS).
+/// Bytes kept, in a syscall's last record (the 16th), of a buffer that does not fit whole while
+/// more buffers follow (enough for the frame header a DATA payload buffer may start with): the
+/// room is kept for the next buffers, which hold the frames that follow a large payload
+/// (trailers, the next HEADERS).
 pub const H2_BUFFER_HEAD: usize = 64;
 
 /// The bytes one syscall moved on an HTTP/2 connection (record kind
-/// [`http_event::H2_DATA`]), cut after `data_len` bytes of `data`.
+/// [`http_event::H2_DATA`]), cut after `data_len` bytes of `data`; a syscall that moved more
+/// than [`H2_CHUNK_BYTES`] takes several records in a row, each with the next part of its bytes
+/// (same `tid`, `fd`, `write` and times).
 ///
 /// `data` holds the kept bytes in the order they moved. Where bytes were not kept, `gaps` says
 /// so: `[at, missing]` = `missing` bytes moved between `data[..at]` and `data[at..]` (sorted by
@@ -282,7 +285,8 @@ pub struct H2Chunk {
     /// Entry and return of the syscall (`CLOCK_MONOTONIC`).
     pub enter_ns: u64,
     pub exit_ns: u64,
-    /// Bytes the syscall moved (its return value).
+    /// Bytes of the syscall this record covers: all it moved (its return value), or this
+    /// record's part when the syscall takes several.
     pub moved: u64,
     /// For writes: the trace context of the writing thread while it serves a request (see
     /// [`MAP_TRACES_CTX`]), so the requests it sends become children; zero otherwise.

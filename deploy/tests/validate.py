@@ -289,10 +289,12 @@ VALUE_SETS = [
                 "mountKubeletLogDirs": False,
                 "rbac": {"create": False},
                 "serviceAccount": {"create": False},
+                "kubeApi": "off",
+                "kubeLabelServiceNames": False,
             },
             "server": {"persistence": {"enabled": False}},
         },
-        {"pvc": False, "rbac": False},
+        {"pvc": False, "rbac": False, "kube_api": "off", "label_names": "false"},
     ),
 ]
 
@@ -323,6 +325,8 @@ def check_chart(kube_version):
             for flag, value in [
                 ("--frequency", expect.get("frequency", "19")),
                 ("--upload-interval", expect.get("interval", "10")),
+                ("--kube-api", expect.get("kube_api", "auto")),
+                ("--kube-label-service-names", expect.get("label_names", "true")),
             ]:
                 check(
                     flag in args and args[args.index(flag) + 1] == value,
@@ -368,6 +372,8 @@ def check_chart(kube_version):
             bool(by_kind(docs, "ClusterRole")) == expect.get("rbac", True),
             f"{origin}: ClusterRole expected: {expect.get('rbac', True)}",
         )
+        for role in by_kind(docs, "ClusterRole"):
+            check_agent_role(role, origin)
         if valid:
             print(f"ok: chart ({label}): {len(docs)} manifests valid for Kubernetes {kube_version}")
 
@@ -383,6 +389,17 @@ def check_chart(kube_version):
         except helm.HelmError:
             print(f"ok: helm template refuses {label}")
     return chart_caps
+
+
+# All the agent asks the API server: the pods of its node (GET /api/v1/pods?fieldSelector=...).
+AGENT_RULES = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]
+
+
+def check_agent_role(role, origin):
+    check(
+        role.get("rules") == AGENT_RULES,
+        f"{origin}: the agent's ClusterRole grants {role.get('rules')}, expected {AGENT_RULES}",
+    )
 
 
 def check_manifests(kube_version, chart_caps):
@@ -414,6 +431,9 @@ def check_manifests(kube_version, chart_caps):
     names = sorted(all_docs)
     check(names[0].startswith("00-") and "Namespace" in [d["kind"] for d in all_docs[names[0]]],
           "the Namespace must come first in `kubectl apply -f deploy/kubernetes/` order")
+    role = one(top, "ClusterRole", "deploy/kubernetes/")
+    if role:
+        check_agent_role(role, "deploy/kubernetes/")
     daemonset = one(top, "DaemonSet", "deploy/kubernetes/")
     if daemonset:
         check_agent(daemonset, "deploy/kubernetes/ agent", "privileged", expect_auth=True)

@@ -418,24 +418,28 @@ impl FeatureReport {
 
         push(
             "k8s names",
-            inputs.kubelet_log_dir,
-            if inputs.kubelet_log_dir {
-                format!(
-                    "pod, namespace and container names from {} and {}; ids from \
+            inputs.kubelet_log_dir || inputs.in_kubernetes,
+            match (inputs.kubelet_log_dir, inputs.in_kubernetes) {
+                (true, in_kubernetes) => format!(
+                    "pod, namespace and container names from {} and {}{}; ids from \
                      /proc/PID/cgroup",
                     kubelet_logs::CONTAINERS_DIR,
-                    kubelet_logs::PODS_DIR
-                )
-            } else if inputs.in_kubernetes {
-                format!(
-                    "{} is not mounted: samples carry container and pod ids only (mount the \
-                     host's {} and {} read-only)",
+                    kubelet_logs::PODS_DIR,
+                    if in_kubernetes {
+                        ", workloads and service names from the API server (--kube-api)"
+                    } else {
+                        ""
+                    }
+                ),
+                (false, true) => format!(
+                    "names from the API server only (--kube-api), ids only if it cannot be \
+                     asked: mount the host's {} and {} read-only as a fallback",
                     kubelet_logs::CONTAINERS_DIR,
-                    kubelet_logs::CONTAINERS_DIR,
                     kubelet_logs::PODS_DIR
-                )
-            } else {
-                "not on a Kubernetes node: container ids from /proc/PID/cgroup only".to_string()
+                ),
+                (false, false) => {
+                    "not on a Kubernetes node: container ids from /proc/PID/cgroup only".to_string()
+                }
             },
         );
 
@@ -697,7 +701,7 @@ mod tests {
         assert!(!report.get("BTF").expect("BTF").on);
         assert!(!report.get("uprobes").expect("uprobes").on);
 
-        // In a pod without the kubelet's log directories: ids only, and how to get names.
+        // In a pod without the kubelet's log directories: the API server, else ids only.
         let mut inputs = this_vm();
         inputs.kubelet_log_dir = false;
         inputs.in_kubernetes = true;
@@ -705,7 +709,8 @@ mod tests {
             .get("k8s names")
             .expect("k8s names")
             .clone();
-        assert!(!names.on);
+        assert!(names.on);
+        assert!(names.why.contains("API server only"), "{}", names.why);
         assert!(names.why.contains("ids only"), "{}", names.why);
     }
 

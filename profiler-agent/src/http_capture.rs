@@ -29,7 +29,7 @@ use crate::{
     ebpf::{HttpEvent, HttpEvents},
     encode::spans_json,
     export::otlp::OtlpExporter,
-    metadata::Metadata,
+    metadata::{kube_api::PodSource, Metadata},
 };
 
 /// Least time between two reads of the ring buffer while records keep coming: each read takes
@@ -54,6 +54,8 @@ pub struct CaptureSinks {
     pub max_series_per_service: usize,
     /// `service.name` for every process, instead of each process's name.
     pub service_name: Option<String>,
+    /// The API server's pod listings, for names and service names (see [`Metadata`]).
+    pub pods: Option<Arc<PodSource>>,
 }
 
 /// Counters of the capture thread, readable while it runs.
@@ -136,7 +138,7 @@ impl HttpCapture {
             assembler: Assembler::default(),
             h2: H2Assembler::default(),
             red: RedAggregator::new(sinks.max_series_per_service),
-            resources: Resources::new(sinks.service_name.clone()),
+            resources: Resources::new(sinks.service_name.clone(), sinks.pods.clone()),
             file,
             line: String::new(),
             sinks,
@@ -354,13 +356,13 @@ struct Resources {
 }
 
 impl Resources {
-    fn new(service_name: Option<String>) -> Resources {
+    fn new(service_name: Option<String>, pods: Option<Arc<PodSource>>) -> Resources {
         Resources {
             service_name,
             host_name: std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|name| name.trim().to_string())
                 .unwrap_or_else(|_| "unknown".to_string()),
-            metadata: Metadata::new(),
+            metadata: Metadata::new(pods),
             by_pid: HashMap::new(),
         }
     }

@@ -5,8 +5,9 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use clap::{Parser, Subcommand};
 use profiler_agent::{
     encode::OutputFormat,
+    metadata::kube_api::{self, KubeApiMode},
     record::{self, RecordOptions},
-    run::{self, HttpOptions, RunOptions},
+    run::{self, HttpOptions, KubeOptions, RunOptions},
 };
 
 /// eBPF CPU profiler agent: samples stacks of every CPU in the kernel, symbolizes them on the node
@@ -70,8 +71,10 @@ struct RunArgs {
     #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
     upload_interval: Duration,
 
-    /// Service name for every profile, span and metric, instead of each process's own: its
-    /// Kubernetes workload (else pod, else container) name, or its process name on the host.
+    /// Service name for every profile, span and metric, instead of each process's own: in
+    /// Kubernetes the pod's resource.opentelemetry.io/service.name annotation or well-known
+    /// label (see --kube-label-service-names), else its workload's (else pod's, else
+    /// container's) name; on the host its process name.
     #[arg(long, value_name = "NAME")]
     service_name: Option<String>,
 
@@ -114,6 +117,25 @@ struct RunArgs {
     /// Kubernetes probes need a reachable address such as 0.0.0.0:9464.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464", value_parser = parse_listen)]
     telemetry_listen: Listen,
+
+    /// Where pod owners (the workload) and service names come from: `auto` asks the cluster's
+    /// API server with the pod's service account when running in a pod (KUBERNETES_SERVICE_HOST
+    /// is set), `off` never asks it, an https://HOST[:PORT] URL asks that API server. It lists
+    /// the pods of this node (NODE_NAME) and needs `list` on pods (deploy/kubernetes/
+    /// 10-agent-rbac.yaml). Without it, names come from the kubelet's log directories only.
+    #[arg(long, value_name = "auto|off|URL", default_value = "auto")]
+    kube_api: KubeApiMode,
+
+    /// Directory with the service account's `token` and `ca.crt` for --kube-api (the token is
+    /// re-read for every request: the kubelet rotates it).
+    #[arg(long, value_name = "DIR", default_value = kube_api::SERVICE_ACCOUNT_DIR)]
+    kube_credentials: PathBuf,
+
+    /// Let the well-known pod labels app.kubernetes.io/instance, then app.kubernetes.io/name,
+    /// name a pod's service when its resource.opentelemetry.io/service.name annotation does not
+    /// (OpenTelemetry's order). `false`: the annotation, else the workload's name.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    kube_label_service_names: bool,
 }
 
 /// `--telemetry-listen`: an address, or `off`.
@@ -241,6 +263,11 @@ fn main() -> ExitCode {
                 max_queued_spans: args.max_queued_spans,
             }),
             telemetry_listen: args.telemetry_listen.0,
+            kube: KubeOptions {
+                mode: args.kube_api,
+                credentials: args.kube_credentials,
+                label_service_names: args.kube_label_service_names,
+            },
         })
         .map(|()| 0),
     };

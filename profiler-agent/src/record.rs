@@ -198,7 +198,8 @@ pub fn run(options: RecordOptions) -> Result<u8> {
     let processes_missed = profiler.collector.processes.missed;
     let mapping_events_lost = profiler.mapping_events_lost();
     let (mut profile, symbolized) = profiler.take_profile();
-    Metadata::new().label_samples(&mut profile);
+    // Names from the kubelet's log directories only: a recording does not ask the API server.
+    Metadata::new(None).label_samples(&mut profile);
     drop(profiler);
     let title = match &target {
         Target::Command(_) => format!("CPU: {}", options.command.join(" ")),
@@ -265,6 +266,7 @@ fn start_capture(profiler: &mut Profiler, path: &Path) -> Result<HttpCapture> {
             metrics_interval: Duration::MAX,
             max_series_per_service: 0,
             service_name: None,
+            pods: None,
         },
     )
 }

@@ -6,6 +6,7 @@
 use std::{
     collections::{BTreeSet, HashMap},
     net::SocketAddr,
+    path::PathBuf,
     sync::atomic::Ordering,
     sync::Arc,
     time::{Duration, Instant},
@@ -24,7 +25,10 @@ use crate::{
         otlp::{self_metrics_request, OtlpExporter, OtlpOptions},
     },
     http_capture::{CaptureSinks, HttpCapture},
-    metadata::Metadata,
+    metadata::{
+        kube_api::{start_pod_source, KubeApiMode, PodSource},
+        Metadata,
+    },
     signals,
     telemetry::{agent_metrics, AgentState, Telemetry},
 };
@@ -50,6 +54,17 @@ pub struct RunOptions {
     pub http: Option<HttpOptions>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; `None`: nowhere.
     pub telemetry_listen: Option<SocketAddr>,
+    /// Whether and how the API server is asked about this node's pods.
+    pub kube: KubeOptions,
+}
+
+/// `--kube-api`, `--kube-credentials`, `--kube-label-service-names`.
+#[derive(Clone, Debug)]
+pub struct KubeOptions {
+    pub mode: KubeApiMode,
+    /// The service account directory (`token`, `ca.crt`).
+    pub credentials: PathBuf,
+    pub label_service_names: bool,
 }
 
 /// What `run` does with the HTTP capture.
@@ -84,6 +99,11 @@ pub fn run(options: RunOptions) -> Result<()> {
         });
     signals::install();
     eprint!("{}", crate::features::probe());
+    let pods = start_pod_source(
+        &options.kube.mode,
+        &options.kube.credentials,
+        options.kube.label_service_names,
+    );
     let mut profiler = Profiler::start(&SamplerOptions {
         frequency_hz: options.frequency_hz,
         pids: (!options.pids.is_empty()).then(|| options.pids.clone()),
@@ -91,7 +111,7 @@ pub fn run(options: RunOptions) -> Result<()> {
     })
     .context("cannot start the CPU sampler")?;
     let (capture, otlp) = match &options.http {
-        Some(http) => start_capture(&mut profiler, http, &url, &options).unzip(),
+        Some(http) => start_capture(&mut profiler, http, &url, &options, &pods).unzip(),
         None => (None, None),
     };
     let otlp_stats = otlp.as_ref().map(|otlp| otlp.stats_handle());
@@ -99,7 +119,7 @@ pub fn run(options: RunOptions) -> Result<()> {
     let started_unix_ns = crate::agent::unix_now_ns();
     let mut next_own_metrics = Instant::now();
     let uploader = Uploader::start(url, options.auth_token.clone(), options.max_queue_bytes);
-    let mut metadata = Metadata::new();
+    let mut metadata = Metadata::new(pods.clone());
     let mut labels = options.labels.clone();
     if !labels.iter().any(|(key, _)| key == "host_name") {
         labels.push(("host_name".to_string(), host_name()));
@@ -262,6 +282,7 @@ fn start_capture(
     http: &HttpOptions,
     server: &ServerUrl,
     options: &RunOptions,
+    pods: &Option<Arc<PodSource>>,
 ) -> Option<(HttpCapture, Arc<OtlpExporter>)> {
     let endpoint = http
         .otlp_endpoint
@@ -281,6 +302,7 @@ fn start_capture(
                 metrics_interval: http.metrics_interval,
                 max_series_per_service: http.max_series_per_service,
                 service_name: options.service_name.clone(),
+                pods: pods.clone(),
             },
         )?;
         Ok((capture, exporter))

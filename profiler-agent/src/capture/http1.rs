@@ -186,6 +186,60 @@ pub fn nth_request(bytes: &[u8], n: usize) -> Result<RequestHead, Http1Error> {
     parse_request(bytes.get(start..).unwrap_or_default())
 }
 
+/// Decodes a whole `chunked` body (RFC 9112 §7.1): hex chunk sizes (extensions ignored), the
+/// data, the last chunk `0`, trailer lines (ignored) and the blank line ending them. Returns the
+/// data; the decoded body is never longer than `bytes`.
+///
+/// Errors: [`Http1Error::Truncated`] when `bytes` end before the blank line after the last chunk,
+/// [`Http1Error::Malformed`] for a bad size line or data not followed by a line end.
+pub fn decode_chunked(bytes: &[u8]) -> Result<Vec<u8>, Http1Error> {
+    const SIZE: Http1Error = Http1Error::Malformed { what: "chunk size" };
+    let mut data = Vec::new();
+    let mut pos = 0;
+    loop {
+        let (line, next) = next_line(bytes, pos)?;
+        pos = next;
+        let digits = trim_ows(line.split(|&b| b == b';').next().unwrap_or_default());
+        // 15 hex digits stay below 2^60: no overflow in the sums below.
+        if digits.is_empty() || digits.len() > 15 || !digits.iter().all(u8::is_ascii_hexdigit) {
+            return Err(SIZE);
+        }
+        let size = digits.iter().fold(0usize, |size, &digit| {
+            // The digit was checked above; `to_digit` of an ASCII hex digit is below 16.
+            size * 16 + (digit as char).to_digit(16).unwrap_or(0) as usize
+        });
+        if size == 0 {
+            // Trailer fields up to the blank line.
+            loop {
+                let (line, next) = next_line(bytes, pos)?;
+                pos = next;
+                if line.is_empty() {
+                    return Ok(data);
+                }
+            }
+        }
+        let chunk = bytes.get(pos..pos + size).ok_or(Http1Error::Truncated)?;
+        data.extend_from_slice(chunk);
+        pos += size;
+        let (rest_of_line, next) = next_line(bytes, pos)?;
+        if !rest_of_line.is_empty() {
+            return Err(Http1Error::Malformed { what: "chunk end" });
+        }
+        pos = next;
+    }
+}
+
+/// The line starting at `pos` without its CRLF or LF, and the offset after it;
+/// [`Http1Error::Truncated`] when it has no LF.
+fn next_line(bytes: &[u8], pos: usize) -> Result<(&[u8], usize), Http1Error> {
+    let rest = bytes.get(pos..).unwrap_or_default();
+    let len = rest
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or(Http1Error::Truncated)?;
+    Ok((strip_cr(&rest[..len]), pos + len + 1))
+}
+
 /// Parses a `traceparent` header value per W3C Trace Context level 1 §3.2.
 ///
 /// Version `00` must be exactly `00-<32 hex>-<16 hex>-<2 hex>`; a higher version must start with
@@ -1121,6 +1175,42 @@ mod tests {
         assert_eq!(head.head_len, generated.bytes.len() - generated.body.len());
     }
 
+    #[test]
+    fn decodes_chunked_bodies() {
+        let body =
+            b"5;name=value\r\nhello\r\n1\r\n \r\nA\r\n0123456789\r\n0\r\nX-Trailer: 1\r\n\r\n";
+        assert_eq!(decode_chunked(body).expect("chunked"), b"hello 0123456789");
+        assert_eq!(decode_chunked(b"0\n\n").expect("empty"), b"");
+        assert_eq!(decode_chunked(b"3\nabc\n0\n\n").expect("bare LF"), b"abc");
+    }
+
+    #[test]
+    fn rejects_broken_chunked_bodies() {
+        for (bytes, error) in [
+            (&b""[..], Http1Error::Truncated),
+            (b"5\r\nhel", Http1Error::Truncated),
+            (b"5\r\nhello\r\n", Http1Error::Truncated),
+            (b"0\r\nX-Trailer: 1\r\n", Http1Error::Truncated),
+            (b"x\r\n", Http1Error::Malformed { what: "chunk size" }),
+            (b"\r\n", Http1Error::Malformed { what: "chunk size" }),
+            (
+                b"1000000000000000\r\n",
+                Http1Error::Malformed { what: "chunk size" },
+            ),
+            (
+                b"2\r\nhello\r\n0\r\n\r\n",
+                Http1Error::Malformed { what: "chunk end" },
+            ),
+        ] {
+            assert_eq!(
+                decode_chunked(bytes),
+                Err(error),
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
+
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300), n in 0usize..4) {
@@ -1128,6 +1218,7 @@ mod tests {
             let _ = parse_response(&bytes);
             let _ = nth_request(&bytes, n);
             let _ = parse_traceparent(&bytes);
+            let _ = decode_chunked(&bytes);
             let _ = is_request_start(&bytes);
             let _ = is_response_start(&bytes);
         }
@@ -1146,6 +1237,25 @@ mod tests {
             let _ = parse_request(&bytes);
             let _ = parse_response(&bytes);
             let _ = nth_request(&bytes, n);
+        }
+
+        #[test]
+        fn chunked_bodies_round_trip(
+            chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..50), 0..6),
+            uppercase in any::<bool>(),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut bytes = Vec::new();
+            for chunk in &chunks {
+                let size = if uppercase { format!("{:X}", chunk.len()) } else { format!("{:x}", chunk.len()) };
+                bytes.extend_from_slice(format!("{size}\r\n").as_bytes());
+                bytes.extend_from_slice(chunk);
+                bytes.extend_from_slice(b"\r\n");
+            }
+            bytes.extend_from_slice(b"0\r\n\r\n");
+            prop_assert_eq!(decode_chunked(&bytes), Ok(chunks.concat()));
+            let end = cut.index(bytes.len());
+            prop_assert_eq!(decode_chunked(&bytes[..end]), Err(Http1Error::Truncated));
         }
 
         #[test]

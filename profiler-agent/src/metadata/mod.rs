@@ -1,15 +1,24 @@
 //! Who a process is in Kubernetes terms: container and pod ids, pod, namespace and container
-//! names, and the node, for the OTel resource attributes `container.id`, `k8s.pod.uid`,
-//! `k8s.pod.name`, `k8s.namespace.name`, `k8s.container.name` and `k8s.node.name`.
+//! names, the workload, the service name the pod asks for, and the node, for the OTel resource
+//! attributes `container.id`, `k8s.pod.uid`, `k8s.pod.name`, `k8s.namespace.name`,
+//! `k8s.container.name`, `k8s.node.name`, `k8s.<workload>.name` and `service.name`.
 //!
-//! Start at [`Metadata::for_pid`]. Ids come from `/proc/PID/cgroup` ([`cgroup`], pure parsing);
-//! names from the kubelet's log directory names ([`kubelet_logs`]), which the DaemonSet mounts
-//! read-only: no API server, no TLS, no RBAC needed. Whatever cannot be read (not a
-//! container, not on a Kubernetes node, directories not mounted) is left `None`: the ids still
-//! come through without the names.
+//! Start at [`Metadata::for_pid`]. Ids come from `/proc/PID/cgroup` ([`cgroup`], pure parsing).
+//! Names come from two sources, each optional:
+//! - the API server ([`kube_api`]: the pods of this node, listed with the agent's service
+//!   account), which also gives the workload from the pod's owner and the service name from its
+//!   annotation or well-known labels ([`pod_list`]);
+//! - the kubelet's log directory names ([`kubelet_logs`]), which the DaemonSet mounts read-only:
+//!   no API server, no TLS, no RBAC needed; the workload is then read from the pod name
+//!   ([`workload`]).
+//!
+//! Whatever cannot be read (not a container, not on a Kubernetes node, no API access,
+//! directories not mounted) is left `None`: the ids still come through without the names.
 
 pub mod cgroup;
+pub mod kube_api;
 pub mod kubelet_logs;
+pub mod pod_list;
 pub mod workload;
 
 use crate::profile::Profile;
@@ -17,9 +26,11 @@ use std::{
     collections::HashMap,
     fs,
     path::PathBuf,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
+use kube_api::PodSource;
 use kubelet_logs::LogIndex;
 
 /// How long a process's metadata is trusted before `/proc/PID/cgroup` is read again (guards
@@ -28,6 +39,12 @@ const PROCESS_TTL: Duration = Duration::from_secs(60);
 /// Least time between two reads of the kubelet's log directories, when a container is not
 /// found in them (it may have just started).
 const INDEX_REFRESH: Duration = Duration::from_secs(10);
+/// A container's id reaches the API server's pod status a little after its processes start:
+/// a process not found is asked about until a listing started this long after it was first
+/// seen. Processes of containers outside Kubernetes stop costing listings after that.
+const LISTING_GRACE: Duration = Duration::from_secs(5);
+/// How long the first lookup of a containerized process waits for the first API listing.
+const FIRST_LISTING_WAIT: Duration = Duration::from_secs(5);
 
 /// OTel attribute names, in the order of [`ProcessMetadata::attributes`].
 pub const ATTRIBUTE_NAMES: [&str; 6] = [
@@ -45,7 +62,7 @@ pub const ATTRIBUTE_NAMES: [&str; 6] = [
 pub struct ProcessMetadata {
     /// 64 hex digits, from the cgroup path.
     pub container_id: Option<String>,
-    /// With dashes, from the cgroup path (or the kubelet's log links).
+    /// With dashes, from the cgroup path (or the API server, or the kubelet's log links).
     pub pod_uid: Option<String>,
     pub pod_name: Option<String>,
     pub namespace: Option<String>,
@@ -54,8 +71,11 @@ pub struct ProcessMetadata {
     pub node_name: Option<String>,
     /// `containerd`, `cri-o`, `docker` or `podman`, when the cgroup path tells.
     pub runtime: Option<&'static str>,
-    /// The pod's controller, read from the pod name ([`workload`]).
+    /// The pod's controller: its owner from the API server, else read from the pod name
+    /// ([`workload`]).
     pub workload: Option<workload::Workload>,
+    /// The service name the pod asks for (annotation or well-known label, API server only).
+    pub service: Option<String>,
 }
 
 impl ProcessMetadata {
@@ -82,11 +102,12 @@ impl ProcessMetadata {
     }
 
     /// `service.name` for a containerized process, as OTel's Kubernetes conventions suggest:
-    /// the workload's name, else the pod's, else the container's. `None` off Kubernetes.
+    /// the pod's own choice ([`pod_list`]), else the workload's name, else the pod's, else the
+    /// container's. `None` off Kubernetes.
     pub fn service_name(&self) -> Option<&str> {
-        self.workload
-            .as_ref()
-            .map(|w| w.name.as_str())
+        self.service
+            .as_deref()
+            .or(self.workload.as_ref().map(|w| w.name.as_str()))
             .or(self.pod_name.as_deref())
             .or(self.container_name.as_deref())
     }
@@ -95,10 +116,12 @@ impl ProcessMetadata {
 struct Cached {
     metadata: ProcessMetadata,
     read_at: Instant,
-    /// A container id or pod uid was found but its names were not.
+    /// When the pid was first looked up (kept when it is looked up again).
+    first_seen: Instant,
+    /// A container id or pod uid was found but its names were not, or not from every source.
     names_missing: bool,
-    /// The index generation the names were looked up in.
-    index_generation: u64,
+    /// [`Metadata::generation`] when the names were looked up.
+    generation: u64,
 }
 
 /// Resolves and caches [`ProcessMetadata`] per pid.
@@ -110,26 +133,41 @@ pub struct Metadata {
     index: Option<LogIndex>,
     index_generation: u64,
     index_read_at: Option<Instant>,
+    /// The API server's listings, when the agent may ask it.
+    pods: Option<Arc<PodSource>>,
+    waited_for_pods: bool,
     cache: HashMap<u32, Cached>,
 }
 
+/// The node this agent runs on: `NODE_NAME` (the DaemonSet sets it from the downward API), else
+/// the hostname.
+pub fn node_name() -> Option<String> {
+    std::env::var("NODE_NAME")
+        .ok()
+        .filter(|name| !name.trim().is_empty())
+        .or_else(|| {
+            fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|name| name.trim().to_string())
+        })
+}
+
 impl Metadata {
-    /// Reads `/proc`, the kubelet's directories at their usual places, and the node name from
-    /// `NODE_NAME` or the hostname.
-    pub fn new() -> Metadata {
+    /// Reads `/proc`, the kubelet's directories at their usual places, and the API server's
+    /// listings from `pods` when given.
+    pub fn new(pods: Option<Arc<PodSource>>) -> Metadata {
         let (containers_dir, pods_dir) = kubelet_logs::default_dirs();
-        let node_name = std::env::var("NODE_NAME")
-            .ok()
-            .filter(|name| !name.trim().is_empty())
-            .or_else(|| {
-                fs::read_to_string("/proc/sys/kernel/hostname")
-                    .ok()
-                    .map(|name| name.trim().to_string())
-            });
-        Metadata::with_paths(PathBuf::from("/proc"), containers_dir, pods_dir, node_name)
+        let mut metadata = Metadata::with_paths(
+            PathBuf::from("/proc"),
+            containers_dir,
+            pods_dir,
+            node_name(),
+        );
+        metadata.pods = pods;
+        metadata
     }
 
-    /// Reads other places (tests, or a host filesystem mounted elsewhere).
+    /// Reads other places (tests, or a host filesystem mounted elsewhere); no API server.
     pub fn with_paths(
         proc_root: PathBuf,
         containers_dir: PathBuf,
@@ -144,6 +182,8 @@ impl Metadata {
             index: None,
             index_generation: 0,
             index_read_at: None,
+            pods: None,
+            waited_for_pods: false,
             cache: HashMap::new(),
         }
     }
@@ -155,15 +195,16 @@ impl Metadata {
         let cached = self
             .cache
             .get(&pid)
-            .map(|c| (c.read_at, c.names_missing, c.index_generation));
-        let fresh = cached.is_some_and(|(read_at, names_missing, generation)| {
-            // Names still missing are looked up again once the kubelet's directories are
-            // re-read (the container may have started after the last read).
+            .map(|c| (c.read_at, c.first_seen, c.names_missing, c.generation));
+        let fresh = cached.is_some_and(|(read_at, first_seen, names_missing, generation)| {
+            // Names still missing are looked up again once a source has something new (the
+            // container may have started after the last read).
             now.duration_since(read_at) < PROCESS_TTL
-                && !(names_missing && self.refresh_index_if_due(now, generation))
+                && !(names_missing && self.names_changed(now, first_seen, generation))
         });
         if !fresh {
-            let resolved = self.resolve(pid, now);
+            let first_seen = cached.map_or(now, |(_, first_seen, _, _)| first_seen);
+            let resolved = self.resolve(pid, now, first_seen);
             self.cache.insert(pid, resolved);
         }
         &self.cache[&pid].metadata
@@ -195,28 +236,26 @@ impl Metadata {
         self.cache.remove(&pid);
     }
 
-    /// Whether names can be resolved here, and from where, for the start-up report.
-    pub fn describe(&mut self) -> String {
-        self.refresh_index_if_due(Instant::now(), u64::MAX);
-        match &self.index {
-            Some(index) => format!(
-                "container ids from cgroups; pod/namespace/container names from {} and {} \
-                 ({} containers, {} pods)",
-                self.containers_dir.display(),
-                self.pods_dir.display(),
-                index.containers.len(),
-                index.pods.len()
-            ),
-            None => format!(
-                "container ids from cgroups; no names ({} and {} not readable: mount them from \
-                 the host to get pod, namespace and container names)",
-                self.containers_dir.display(),
-                self.pods_dir.display()
-            ),
-        }
+    /// Both sources' generations: grows whenever either has new names.
+    fn generation(&self) -> u64 {
+        self.index_generation + self.pods.as_ref().map_or(0, |pods| pods.snapshot().1)
     }
 
-    fn resolve(&mut self, pid: u32, now: Instant) -> Cached {
+    /// Asks the sources for news about a process first seen at `first_seen` whose names are
+    /// missing: the kubelet's directories are re-read when due, and the API server is asked for
+    /// a listing unless one started well after the process appeared. True when names newer than
+    /// `seen_generation` are there.
+    fn names_changed(&mut self, now: Instant, first_seen: Instant, seen_generation: u64) -> bool {
+        if let Some(pods) = &self.pods {
+            if pods.listed_before(first_seen + LISTING_GRACE) {
+                pods.request();
+            }
+        }
+        self.refresh_index_if_due(now);
+        self.generation() > seen_generation
+    }
+
+    fn resolve(&mut self, pid: u32, now: Instant, first_seen: Instant) -> Cached {
         let info = fs::read_to_string(self.proc_root.join(format!("{pid}/cgroup")))
             .map(|content| cgroup::parse(&content))
             .unwrap_or_default();
@@ -228,53 +267,72 @@ impl Metadata {
             ..ProcessMetadata::default()
         };
         let wants_names = metadata.container_id.is_some() || metadata.pod_uid.is_some();
-        if wants_names && !self.fill_names(&mut metadata) {
-            self.refresh_index_if_due(now, self.index_generation);
-            self.fill_names(&mut metadata);
+        let mut in_api = false;
+        if wants_names {
+            if let Some(pods) = &self.pods {
+                if !self.waited_for_pods {
+                    self.waited_for_pods = true;
+                    pods.wait_first(FIRST_LISTING_WAIT);
+                }
+                in_api = fill_from_api(&pods.snapshot().0, &mut metadata);
+            }
+            if !self.fill_from_logs(&mut metadata) && metadata.pod_name.is_none() {
+                self.refresh_index_if_due(now);
+                self.fill_from_logs(&mut metadata);
+            }
         }
         Cached {
-            names_missing: wants_names && metadata.pod_name.is_none(),
+            names_missing: wants_names
+                && (metadata.pod_name.is_none() || (self.pods.is_some() && !in_api)),
             metadata,
             read_at: now,
-            index_generation: self.index_generation,
+            first_seen,
+            generation: self.generation(),
         }
     }
 
-    /// Fills the names from the index; true when the pod was found.
-    fn fill_names(&self, metadata: &mut ProcessMetadata) -> bool {
+    /// Fills from the kubelet's log directories what the API server did not give; true when
+    /// the pod was found there.
+    fn fill_from_logs(&self, metadata: &mut ProcessMetadata) -> bool {
         let Some(index) = &self.index else {
             return false;
         };
-        if let Some(names) = metadata
+        let (names, container_name) = match metadata
             .container_id
             .as_ref()
             .and_then(|id| index.containers.get(id))
         {
-            metadata.pod_name = Some(names.pod_name.clone());
-            metadata.workload = workload::workload_of(&names.pod_name);
-            metadata.namespace = Some(names.namespace.clone());
-            metadata.container_name = Some(names.container_name.clone());
-            if metadata.pod_uid.is_none() {
-                metadata.pod_uid = names.pod_uid.clone();
-            }
-            return true;
+            Some(names) => (
+                (&names.pod_name, &names.namespace, &names.pod_uid),
+                Some(&names.container_name),
+            ),
+            None => match metadata
+                .pod_uid
+                .as_ref()
+                .and_then(|uid| index.pods.get(uid))
+            {
+                Some(pod) => ((&pod.pod_name, &pod.namespace, &None), None),
+                None => return false,
+            },
+        };
+        let (pod_name, namespace, pod_uid) = names;
+        if metadata.pod_name.is_none() {
+            metadata.pod_name = Some(pod_name.clone());
+            metadata.namespace = Some(namespace.clone());
+            metadata.workload = workload::workload_of(pod_name);
         }
-        if let Some(pod) = metadata
-            .pod_uid
-            .as_ref()
-            .and_then(|uid| index.pods.get(uid))
-        {
-            metadata.pod_name = Some(pod.pod_name.clone());
-            metadata.workload = workload::workload_of(&pod.pod_name);
-            metadata.namespace = Some(pod.namespace.clone());
-            return true;
+        if metadata.container_name.is_none() {
+            metadata.container_name = container_name.cloned();
         }
-        false
+        if metadata.pod_uid.is_none() {
+            metadata.pod_uid = pod_uid.clone();
+        }
+        true
     }
 
     /// Re-reads the kubelet's directories unless they were read less than [`INDEX_REFRESH`]
-    /// ago; true when the index is newer than `seen_generation` afterwards.
-    fn refresh_index_if_due(&mut self, now: Instant, seen_generation: u64) -> bool {
+    /// ago.
+    fn refresh_index_if_due(&mut self, now: Instant) {
         let due = self
             .index_read_at
             .is_none_or(|at| now.duration_since(at) >= INDEX_REFRESH);
@@ -286,14 +344,29 @@ impl Metadata {
                 self.index_generation += 1;
             }
         }
-        self.index_generation > seen_generation
     }
 }
 
-impl Default for Metadata {
-    fn default() -> Self {
-        Metadata::new()
-    }
+/// Fills names, workload and service from the API server's listing; true when the process's
+/// container (or, for a container without an id in the pod's status yet, its pod) is there.
+fn fill_from_api(index: &pod_list::PodIndex, metadata: &mut ProcessMetadata) -> bool {
+    let by_container = metadata
+        .container_id
+        .as_deref()
+        .and_then(|id| index.container(id));
+    let Some(pod) = by_container
+        .map(|(pod, _)| pod)
+        .or_else(|| metadata.pod_uid.as_deref().and_then(|uid| index.pod(uid)))
+    else {
+        return false;
+    };
+    metadata.pod_uid = Some(pod.uid.clone());
+    metadata.pod_name = Some(pod.name.clone());
+    metadata.namespace = Some(pod.namespace.clone());
+    metadata.workload = pod.workload.clone();
+    metadata.service = pod.service_name.clone();
+    metadata.container_name = by_container.map(|(_, name)| name.to_string());
+    by_container.is_some()
 }
 
 #[cfg(test)]
@@ -407,7 +480,6 @@ mod tests {
             metadata.for_pid(7).attributes(),
             vec![("k8s.node.name", "node-a")]
         );
-        assert!(metadata.describe().contains("1 containers, 1 pods"));
     }
 
     #[test]
@@ -432,7 +504,6 @@ mod tests {
             found.attributes(),
             vec![("container.id", ID), ("k8s.pod.uid", UID)]
         );
-        assert!(metadata.describe().contains("no names"));
     }
 
     #[test]
@@ -499,5 +570,76 @@ mod tests {
         assert_eq!(found.pod_name.as_deref(), Some("web-0"));
         assert_eq!(found.namespace.as_deref(), Some("shop"));
         assert_eq!(found.container_name, None);
+    }
+
+    /// The checkout pod of `testdata/pod-list.json`, as the API server lists it.
+    const CHECKOUT_UID: &str = "9f0a3c2e-1b4d-4e5f-8a6b-7c8d9e0f1a2b";
+
+    #[test]
+    fn the_api_server_gives_workloads_and_service_names() {
+        use kube_api::tests::{chunked_ok, credentials, serve, POD_LIST};
+        use pod_list::tests::CHECKOUT_ID;
+
+        let node = Node::new("api");
+        let cgroup = |uid: &str, id: &str| {
+            format!(
+                "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{id}.scope\n",
+                uid.replace('-', "_")
+            )
+        };
+        node.process(42, &cgroup(CHECKOUT_UID, CHECKOUT_ID));
+        // A container of a pod the listing does not have: the kubelet's directories name it.
+        node.process(43, &cgroup(UID, ID));
+        node.container("web-0", "shop", "app", UID, ID);
+        node.process(1, "0::/init.scope\n");
+        let (port, server) = serve(1, |_| chunked_ok(POD_LIST));
+        let api =
+            kube_api::KubeApi::new("127.0.0.1", port, &credentials("metadata")).expect("client");
+        let mut metadata = node.metadata();
+        metadata.pods = Some(PodSource::start(api, "node-a".to_string(), true));
+
+        let found = metadata.for_pid(42).clone();
+        assert_eq!(found.pod_name.as_deref(), Some("checkout-7d4b9c6f8-x2k9p"));
+        assert_eq!(found.namespace.as_deref(), Some("shop"));
+        assert_eq!(found.container_name.as_deref(), Some("server"));
+        assert_eq!(
+            found.service_name(),
+            Some("checkout-api"),
+            "the pod's annotation names the service"
+        );
+        assert!(found
+            .attributes()
+            .contains(&("k8s.deployment.name", "checkout")));
+        server.join().expect("server");
+
+        let from_logs = metadata.for_pid(43).clone();
+        assert_eq!(from_logs.pod_name.as_deref(), Some("web-0"));
+        assert_eq!(from_logs.container_name.as_deref(), Some("app"));
+        assert_eq!(from_logs.service_name(), Some("web"));
+        assert_eq!(metadata.for_pid(1).service_name(), None);
+
+        let mut profile = Profile {
+            samples: vec![crate::profile::Sample {
+                pid: 42,
+                tid: 42,
+                comm: "server".into(),
+                stack: Vec::new(),
+                count: 1,
+                labels: Vec::new(),
+            }],
+            ..Profile::default()
+        };
+        metadata.label_samples(&mut profile);
+        let labels = &profile.samples[0].labels;
+        for (name, value) in [
+            ("k8s_pod_name", "checkout-7d4b9c6f8-x2k9p"),
+            ("k8s_deployment_name", "checkout"),
+            ("k8s_container_name", "server"),
+        ] {
+            assert!(
+                labels.contains(&(name.to_string(), value.to_string())),
+                "{name}={value} in {labels:?}"
+            );
+        }
     }
 }

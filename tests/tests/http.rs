@@ -18,9 +18,9 @@ use std::{
 
 use serde_json::Value;
 use tests::{
-    agent_binary, attr, duration_ms, expect_success, free_port, http_summary, read_spans,
-    require_sampler, require_tool, spawn_captured, start_recording, wait_with_timeout, TempDir,
-    AGENT_TIMEOUT,
+    agent_binary, attr, duration_ms, eventually, expect_success, free_port, http_get, http_summary,
+    read_spans, require_sampler, require_tool, spawn_captured, start_recording, wait_with_timeout,
+    TempDir, AGENT_TIMEOUT,
 };
 
 /// One capture at a time: the tests share 2 cores, and the CPU-time test needs them.
@@ -533,45 +533,6 @@ fn node_server_requests_are_captured_exactly_once() {
     let cut = count(&counts, "server", "node", "GET /cut", 400);
     assert!(cut <= 1, "{report}");
     assert_eq!(spans.len() as u64, ok + missing + cut, "{report}");
-}
-
-/// `GET path` on 127.0.0.1:`port` with HTTP/1.0 (the server closes after the answer): the
-/// status and the body.
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
-        return (0, String::new());
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return (0, String::new());
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, body)| body.to_string());
-    (status, body)
-}
-
-/// Polls `check` every 250 ms until it returns `Some`, for at most 60 s.
-fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 #[test]

@@ -342,7 +342,7 @@ fn metric_attributes(span: &Span) -> Vec<Attribute> {
     let client_kept = |name: &str| span.kind == SpanKind::Client && name == "server.address";
     span.attributes
         .iter()
-        .filter(|(name, _)| KEPT.contains(&name.as_str()) || client_kept(name))
+        .filter(|(name, _)| KEPT.contains(&name.as_ref()) || client_kept(name))
         .cloned()
         .collect()
 }
@@ -400,7 +400,7 @@ impl Resources {
         // Container and Kubernetes attributes for containerized processes only (as profiles).
         if metadata.container_id.is_some() || metadata.pod_uid.is_some() {
             for (name, value) in metadata.attributes() {
-                attributes.push((name.to_string(), AttrValue::Str(value.to_string())));
+                attributes.push((name.into(), AttrValue::Str(value.to_string())));
             }
         }
         attributes.sort();

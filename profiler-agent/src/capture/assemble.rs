@@ -333,7 +333,7 @@ pub(super) fn http_attributes(
     let mut attributes = vec![
         str_attr("http.request.method", request.method),
         (
-            "http.response.status_code".to_string(),
+            "http.response.status_code".into(),
             AttrValue::Int(i64::from(status)),
         ),
         str_attr("url.path", truncate(path, 1024)),
@@ -357,15 +357,15 @@ pub(super) fn http_attributes(
 }
 
 /// A text attribute.
-pub(super) fn str_attr(name: &str, value: &str) -> Attribute {
-    (name.to_string(), AttrValue::Str(value.to_string()))
+pub(super) fn str_attr(name: &'static str, value: &str) -> Attribute {
+    (name.into(), AttrValue::Str(value.to_string()))
 }
 
 /// `server.address` and `server.port` from a `Host` / `:authority` value, when it parses.
 pub(super) fn push_server_address(attributes: &mut Vec<Attribute>, host: Option<&str>) {
     if let Some((host, port)) = host.and_then(split_host) {
         attributes.push(str_attr("server.address", host));
-        attributes.push(("server.port".to_string(), AttrValue::Int(i64::from(port))));
+        attributes.push(("server.port".into(), AttrValue::Int(i64::from(port))));
     }
 }
 

@@ -257,7 +257,7 @@ impl RedAggregator {
         }
         self.stats.overflow_recordings += 1;
         let overflow_key = SeriesKey {
-            attributes: vec![(OVERFLOW_ATTRIBUTE.to_string(), AttrValue::Bool(true))],
+            attributes: vec![(OVERFLOW_ATTRIBUTE.into(), AttrValue::Bool(true))],
             ..key
         };
         self.series
@@ -356,7 +356,7 @@ mod tests {
             attributes,
             error: false,
         };
-        let grpc = vec![("rpc.system".to_string(), AttrValue::Str("grpc".into()))];
+        let grpc = vec![("rpc.system".into(), AttrValue::Str("grpc".into()))];
         assert_eq!(
             DurationMetric::of(&span(SpanKind::Server, grpc.clone())),
             DurationMetric::RpcServer
@@ -526,7 +526,7 @@ mod tests {
         );
         assert_eq!(
             series[2].attributes,
-            vec![(OVERFLOW_ATTRIBUTE.to_string(), AttrValue::Bool(true))]
+            vec![(OVERFLOW_ATTRIBUTE.into(), AttrValue::Bool(true))]
         );
 
         // The cap holds in the next interval even though /b is idle in it.

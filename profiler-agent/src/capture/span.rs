@@ -2,7 +2,7 @@
 //! shared by the assembler ([`super::assemble`]), the RED aggregator ([`super::red`]) and the
 //! OTLP exporter (`crate::export::otlp`).
 
-use std::sync::Arc;
+use std::{borrow::Cow, sync::Arc};
 
 /// An attribute value (the OTLP `AnyValue` kinds the capture uses).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -12,8 +12,9 @@ pub enum AttrValue {
     Bool(bool),
 }
 
-/// One attribute: OTel semantic-convention name → value.
-pub type Attribute = (String, AttrValue);
+/// One attribute: OTel semantic-convention name → value. Names are nearly always constants:
+/// `Cow` spares an allocation per attribute of every span.
+pub type Attribute = (Cow<'static, str>, AttrValue);
 
 /// The process a span or metric comes from: `service.name`, `process.pid`, `host.name` and the
 /// container / Kubernetes attributes when known. Shared by every span of the process.

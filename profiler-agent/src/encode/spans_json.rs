@@ -53,13 +53,22 @@ pub fn encode_into(span: &Span, out: &mut String) {
 }
 
 fn push_hex(out: &mut String, bytes: &[u8]) {
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for &b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
     }
 }
 
-/// A JSON string literal (serde_json's escaping).
+/// A JSON string literal. Text needing no escapes (the usual case: names, routes, paths) is
+/// copied as is; other text goes through serde_json's escaping.
 fn push_str(out: &mut String, text: &str) {
+    if !text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+        return;
+    }
     match serde_json::to_string(text) {
         Ok(quoted) => out.push_str(&quoted),
         Err(_) => out.push_str("null"),
@@ -110,7 +119,11 @@ mod tests {
             end_unix_ns: 3_500_000,
             attributes: vec![
                 ("http.response.status_code".into(), AttrValue::Int(200)),
-                ("url.path".into(), AttrValue::Str("/x/1\n\"".into())),
+                ("url.path".into(), AttrValue::Str("/x/1\n\"\\\u{7f}".into())),
+                (
+                    "user_agent.original".into(),
+                    AttrValue::Str("curl/8 ü".into()),
+                ),
                 ("ok".into(), AttrValue::Bool(true)),
             ],
             error: false,
@@ -123,10 +136,25 @@ mod tests {
         assert_eq!(value["parent_span_id"], Value::Null);
         assert_eq!(value["duration_ms"], 2.5);
         assert_eq!(value["attributes"]["http.response.status_code"], 200);
-        assert_eq!(value["attributes"]["url.path"], "/x/1\n\"");
+        assert_eq!(value["attributes"]["url.path"], "/x/1\n\"\\\u{7f}");
+        assert_eq!(value["attributes"]["user_agent.original"], "curl/8 ü");
         assert_eq!(value["attributes"]["ok"], true);
         assert_eq!(value["resource"]["service.name"], "api");
         assert_eq!(value["kind"], "server");
         assert_eq!(value["status"], "ok");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn strings_and_ids_round_trip(text in ".*", bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..20)) {
+            let mut out = String::new();
+            push_str(&mut out, &text);
+            let parsed: String = serde_json::from_str(&out).expect("a JSON string");
+            proptest::prop_assert_eq!(parsed, text);
+            let mut hex = String::new();
+            push_hex(&mut hex, &bytes);
+            let expected: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            proptest::prop_assert_eq!(hex, expected);
+        }
     }
 }

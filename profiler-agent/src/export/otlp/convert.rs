@@ -168,7 +168,7 @@ fn key_values(attributes: &[Attribute]) -> Vec<KeyValue> {
     attributes
         .iter()
         .map(|(key, value)| KeyValue {
-            key: key.clone(),
+            key: key.to_string(),
             value: Some(any_value(value)),
             ..Default::default()
         })

@@ -9,19 +9,11 @@ use std::{collections::BTreeMap, fs, process::Command};
 
 use anyhow::{bail, Context, Result};
 
-/// The HTTP capture's programs, as `profiler_common::HTTP_PROGRAMS` names them (xtask does not
-/// depend on the ABI crate). The kernel keeps the first 15 bytes of a name; bpftool and kallsyms
-/// give the full one when the program has BTF. A name missing from the agent fails the bench,
-/// so this list cannot drift silently.
-pub const HTTP_PROGRAMS: [&str; 7] = [
-    "on_data_enter",
-    "on_data_enter_iov",
-    "on_data_enter_msg",
-    "on_sendfile_enter",
-    "on_read_exit",
-    "on_write_exit",
-    "on_connection_change",
-];
+/// The HTTP capture's program names. The kernel keeps the first 15 bytes of a name; bpftool and
+/// kallsyms give the full one when the program has BTF.
+pub fn http_program_names() -> impl Iterator<Item = &'static str> {
+    profiler_common::HTTP_PROGRAMS.iter().map(|(name, _)| *name)
+}
 
 const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
@@ -113,16 +105,13 @@ pub fn http_programs(pid: u32, source: Source) -> Result<BTreeMap<String, Progra
             );
         }
     }
-    let missing: Vec<&str> = HTTP_PROGRAMS
-        .iter()
-        .copied()
+    let missing: Vec<&str> = http_program_names()
         .filter(|name| !found.contains_key(*name))
         .collect();
     if !missing.is_empty() {
         bail!(
-            "the agent (pid {pid}) holds no program named {} (read with {}); update \
-             HTTP_PROGRAMS in xtask/src/bench/bpf_stats.rs if profiler_common::HTTP_PROGRAMS \
-             changed",
+            "the agent (pid {pid}) holds no program named {} (read with {}): was it built from \
+             this checkout?",
             missing.join(", "),
             source.describe()
         );
@@ -132,10 +121,7 @@ pub fn http_programs(pid: u32, source: Source) -> Result<BTreeMap<String, Progra
 
 /// The HTTP program a kernel-reported name stands for: the full name, or its first 15 bytes.
 fn http_program_name(name: &str) -> Option<&'static str> {
-    HTTP_PROGRAMS
-        .iter()
-        .copied()
-        .find(|full| *full == name || (name.len() == 15 && full.starts_with(name)))
+    http_program_names().find(|full| *full == name || (name.len() == 15 && full.starts_with(name)))
 }
 
 /// A program fd of a process, from its fdinfo.

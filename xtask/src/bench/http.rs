@@ -1,6 +1,8 @@
 //! Entry 3, HTTP capture overhead: nginx serves a small static file to wrk over loopback keep-alive
 //! connections, alone and while `profiler-agent record --all --spans` captures every exchange,
-//! then once more with the kernel's BPF run-time statistics on (see [`bpf_stats`]). Start at
+//! then once more with the kernel's BPF run-time statistics on (see [`bpf_stats`]), and once with
+//! empty programs on the same tracepoints ([`EmptyPrograms`]: what tracing the syscalls costs
+//! before the capture does anything). Start at
 //! [`run`]; [`captured_run`] runs a load under one agent ([`Capture`]) and is shared with the gRPC
 //! entry, [`Nginx`] is the server.
 
@@ -91,8 +93,14 @@ pub fn run(agent: &Path, bench_dir: &Path, seconds: u64, repeats: usize) -> Resu
     let mut ns_per_run = Vec::new();
     let mut runs_per_request = Vec::new();
     let mut captured_runs = Vec::new();
+    let mut empty_ratios = Vec::new();
     for repeat in 1..=repeats {
         let alone = run_wrk(&nginx.url, seconds)?;
+        let empty = {
+            let _programs = EmptyPrograms::attach(&dir)?;
+            run_wrk(&nginx.url, seconds)?
+        };
+        empty_ratios.push(empty.requests_per_s / alone.requests_per_s);
         let wrk = || run_wrk(&nginx.url, seconds);
         let captured = captured_run(agent, &dir, seconds, None, http_ok, wrk)?;
         let with_stats = captured_run(agent, &dir, seconds, Some(source), http_ok, wrk)?;
@@ -103,10 +111,11 @@ pub fn run(agent: &Path, bench_dir: &Path, seconds: u64, repeats: usize) -> Resu
         let requests = with_stats.load.requests.max(1) as f64;
         let usage = &captured.end.usage;
         eprintln!(
-            "http, repeat {repeat}: {:.0} req/s alone, {:.0} captured (ratio {ratio:.4}), {:.0} \
-             with BPF statistics; eBPF {:.0} ns per request ({:.1} runs of {:.0} ns); agent CPU \
+            "http, repeat {repeat}: {:.0} req/s alone, {:.0} with empty programs, {:.0} captured \
+             (ratio {ratio:.4}), {:.0} with BPF statistics; eBPF {:.0} ns per request ({:.1} runs of {:.0} ns); agent CPU \
              {:.1} % of a core under load; records lost {} and {}",
             alone.requests_per_s,
+            empty.requests_per_s,
             captured.load.requests_per_s,
             with_stats.load.requests_per_s,
             run_time_ns as f64 / requests,
@@ -150,11 +159,24 @@ pub fn run(agent: &Path, bench_dir: &Path, seconds: u64, repeats: usize) -> Resu
          record) is not in it but is in the throughput ratio. Agent CPU under load is its CPU \
          time while wrk ran; over its whole life includes loading and symbolizing the profile \
          at the end (where the peak RSS is reached too).\n\n\
+         Empty programs: bpftrace attaches a program that does nothing to each of the {} \
+         syscall tracepoints the capture uses, and wrk runs {seconds} s more. That ratio is the \
+         floor of any capture built on these tracepoints: once one syscall tracepoint has a \
+         program, every syscall of every task takes the kernel's slow path and each traced one \
+         builds a tracepoint record and runs a program.\n\n\
          Command: `cargo xtask bench --seconds {seconds} --repeats {repeats}`\n\n\
          | measure | min | median | max | target |\n|---|---|---|---|---|\n",
-        source.describe()
+        source.describe(),
+        http_tracepoints().len(),
     );
     section += &row("requests/s, captured / alone", &ratios, 3, "", ">= 0.97");
+    section += &row(
+        "requests/s, empty programs on the same tracepoints / alone",
+        &empty_ratios,
+        3,
+        "",
+        "",
+    );
     section += &row("requests/s alone", &alone_rps, 0, "", "");
     section += &row("requests/s captured", &captured_rps, 0, "", "");
     section += &row(
@@ -272,7 +294,7 @@ pub(super) fn program_table<'a>(
             total.1 += program.run_cnt;
         }
     }
-    for name in bpf_stats::HTTP_PROGRAMS {
+    for name in bpf_stats::http_program_names() {
         let (run_time_ns, run_cnt) = totals.get(name).copied().unwrap_or_default();
         let _ = writeln!(
             table,
@@ -296,7 +318,7 @@ fn install_tools() -> Result<Source> {
             .status()
             .is_ok()
     };
-    let missing: Vec<&str> = [("nginx", "nginx"), ("wrk", "wrk")]
+    let missing: Vec<&str> = [("nginx", "nginx"), ("wrk", "wrk"), ("bpftrace", "bpftrace")]
         .into_iter()
         .filter(|(program, _)| !runs(program))
         .map(|(_, package)| package)
@@ -389,6 +411,60 @@ impl Drop for Nginx {
         // SIGTERM: nginx's fast shutdown; the worker exits with the master.
         // SAFETY: signals our own child.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// The syscall tracepoints the HTTP capture attaches to.
+fn http_tracepoints() -> Vec<&'static str> {
+    profiler_common::HTTP_PROGRAMS
+        .iter()
+        .flat_map(|(_, tracepoints)| tracepoints.iter().copied())
+        .collect()
+}
+
+/// bpftrace holding a program that does nothing on every tracepoint of [`http_tracepoints`];
+/// detached (SIGINT) on drop.
+struct EmptyPrograms {
+    child: Child,
+}
+
+impl EmptyPrograms {
+    fn attach(dir: &Path) -> Result<EmptyPrograms> {
+        let probes: Vec<String> = http_tracepoints()
+            .iter()
+            .map(|name| format!("tracepoint:syscalls:{name}"))
+            .collect();
+        let log = dir.join("bpftrace-empty.log");
+        let mut child = Command::new("bpftrace")
+            .arg("-e")
+            .arg(format!("{} {{ }}", probes.join(", ")))
+            .stdout(Stdio::piped())
+            .stderr(File::create(&log).with_context(|| format!("creating {}", log.display()))?)
+            .spawn()
+            .context("starting bpftrace")?;
+        // bpftrace prints "Attaching N probes..." before attaching them, then nothing: give it
+        // a moment after the line.
+        let stdout = child.stdout.take().context("bpftrace's stdout")?;
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+            .context("reading bpftrace's output")?;
+        let programs = EmptyPrograms { child };
+        if !line.starts_with("Attaching") {
+            bail!(
+                "bpftrace did not attach its empty programs: {line}{}",
+                fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        thread::sleep(Duration::from_secs(2));
+        Ok(programs)
+    }
+}
+
+impl Drop for EmptyPrograms {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let _ = self.child.wait();
     }
 }

@@ -269,17 +269,19 @@ VALUE_SETS = [
         {"auth": True, "frequency": "49", "interval": "30", "size": "50Gi", "class": "fast-ssd"},
     ),
     (
-        "existing secret, external server, node selection",
+        "existing secret, external https server with its CA, node selection",
         {
             "auth": {"existingSecret": "team-token", "existingSecretKey": "bearer"},
             "agent": {
-                "serverUrl": "http://profiler.example.internal:4040",
+                "serverUrl": "https://profiler.example.internal",
+                "serverCAConfigMap": "profiler-ca",
                 "nodeSelector": {"kubernetes.io/os": "linux"},
                 "tolerations": [{"operator": "Exists"}],
             },
             "server": {"enabled": False},
         },
-        {"auth": True, "server": False, "url": "http://profiler.example.internal:4040"},
+        {"auth": True, "server": False, "url": "https://profiler.example.internal",
+         "server_ca": "profiler-ca"},
     ),
     (
         "no BTF, no kubelet dirs, no RBAC, no persistence",
@@ -332,6 +334,24 @@ def check_chart(kube_version):
                     flag in args and args[args.index(flag) + 1] == value,
                     f"{origin}: agent args {args} need {flag} {value}",
                 )
+            pod = daemonset["spec"]["template"]["spec"]
+            ca_volumes = [v for v in pod.get("volumes", []) if v["name"] == "server-ca"]
+            if expect.get("server_ca"):
+                check(
+                    "--server-ca" in args
+                    and args[args.index("--server-ca") + 1] == "/etc/profiler/server-ca/ca.crt",
+                    f"{origin}: agent args {args} need --server-ca /etc/profiler/server-ca/ca.crt",
+                )
+                check(
+                    [v.get("configMap", {}).get("name") for v in ca_volumes]
+                    == [expect["server_ca"]],
+                    f"{origin}: the server CA ConfigMap is not mounted: {ca_volumes}",
+                )
+            else:
+                check(
+                    "--server-ca" not in args and not ca_volumes,
+                    f"{origin}: --server-ca without agent.serverCAConfigMap",
+                )
             if expect.get("mode") == "capabilities" and not expect.get("extra_caps"):
                 chart_caps = daemonset["spec"]["template"]["spec"]["containers"][0][
                     "securityContext"]["capabilities"]["add"]
@@ -381,7 +401,7 @@ def check_chart(kube_version):
     for label, values in [
         ("unknown security mode", {"agent": {"securityMode": "root"}}),
         ("server disabled without a server URL", {"server": {"enabled": False}}),
-        ("https server URL (the agent speaks http only)", {"agent": {"serverUrl": "https://x"}}),
+        ("a server URL that is neither http nor https", {"agent": {"serverUrl": "ftp://x"}}),
     ]:
         try:
             render(values, label)

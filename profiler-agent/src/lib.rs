@@ -21,3 +21,4 @@ pub mod run;
 pub mod signals;
 pub mod symbolize;
 pub mod telemetry;
+pub mod tls;

@@ -51,9 +51,15 @@ enum Commands {
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
-    /// The profiler server (http:// only for now).
+    /// The profiler server: http://HOST[:PORT][/PREFIX], or https:// to upload over TLS (the
+    /// server's certificate is checked against the system's CAs, or --server-ca).
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:4040")]
     server: String,
+
+    /// PEM file of the CA certificates to trust for an https:// --server, instead of the
+    /// system's bundle (SSL_CERT_FILE, else /etc/ssl/certs/ca-certificates.crt).
+    #[arg(long, value_name = "FILE")]
+    server_ca: Option<PathBuf>,
 
     /// Bearer token the server requires (see profiler-server --auth-token).
     #[arg(long, env = "PROFILER_AUTH_TOKEN", hide_env_values = true)]
@@ -248,6 +254,7 @@ fn main() -> ExitCode {
         }),
         Commands::Run(args) => run::run(RunOptions {
             server: args.server,
+            server_ca: args.server_ca,
             auth_token: args.auth_token,
             pids: args.pids,
             frequency_hz: args.frequency,

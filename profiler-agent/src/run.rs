@@ -31,6 +31,7 @@ use crate::{
     },
     signals,
     telemetry::{agent_metrics, AgentState, Telemetry},
+    tls::TlsTarget,
 };
 
 /// How often the kernel maps are drained.
@@ -42,6 +43,8 @@ const STATUS_INTERVAL: Duration = Duration::from_secs(60);
 #[derive(Clone, Debug)]
 pub struct RunOptions {
     pub server: String,
+    /// PEM CA certificates an `https://` server is checked against; `None`: the system's.
+    pub server_ca: Option<PathBuf>,
     pub auth_token: Option<String>,
     pub pids: Vec<u32>,
     pub frequency_hz: u64,
@@ -82,6 +85,15 @@ const SERVER_OTLP_PORT: u16 = 4317;
 
 pub fn run(options: RunOptions) -> Result<()> {
     let url = ServerUrl::parse(&options.server)?;
+    let tls = if url.tls {
+        let target = match &options.server_ca {
+            Some(file) => TlsTarget::with_ca_file(file, &url.host),
+            None => TlsTarget::with_system_roots(&url.host),
+        };
+        Some(target.with_context(|| format!("cannot set up TLS for {}", options.server))?)
+    } else {
+        None
+    };
     check_frequency(options.frequency_hz)?;
     if options.upload_interval < Duration::from_secs(1) {
         bail!("--upload-interval must be at least 1 s");
@@ -118,7 +130,12 @@ pub fn run(options: RunOptions) -> Result<()> {
     let own_resource = agent_resource();
     let started_unix_ns = crate::agent::unix_now_ns();
     let mut next_own_metrics = Instant::now();
-    let uploader = Uploader::start(url, options.auth_token.clone(), options.max_queue_bytes);
+    let uploader = Uploader::start(
+        url,
+        tls,
+        options.auth_token.clone(),
+        options.max_queue_bytes,
+    );
     let mut metadata = Metadata::new(pods.clone());
     let mut labels = options.labels.clone();
     if !labels.iter().any(|(key, _)| key == "host_name") {

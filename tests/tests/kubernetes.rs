@@ -1,8 +1,9 @@
 //! Kubernetes metadata end to end (root): a process moved into a cgroup laid out as the kubelet
 //! lays out a pod's container (cgroupfs driver), an API server played by a Go `net/http` TLS
 //! server (the HTTP stack kube-apiserver is built on) listing that pod, and `profiler-agent run`
-//! uploading to a real `profiler-server`. The stored profiles must carry the pod's names, its
-//! workload from the owner reference, and the service name from its annotation.
+//! uploading to a real `profiler-server` behind nginx terminating TLS (as an ingress would). The
+//! stored profiles must carry the pod's names, its workload from the owner reference, and the
+//! service name from its annotation.
 
 use std::{
     fs,
@@ -180,12 +181,43 @@ fn label_values(api_port: u16, name: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// nginx terminating TLS with the test certificate on `tls_port` in front of 127.0.0.1:`port`.
+fn tls_proxy(dir: &Path, testdata: &Path, tls_port: u16, port: u16) -> Background {
+    let config = dir.join("nginx.conf");
+    fs::write(
+        &config,
+        format!(
+            "master_process off;\ndaemon off;\npid {dir}/nginx.pid;\nerror_log {dir}/nginx.log;\n\
+             events {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {dir};\n  \
+             server {{\n    listen 127.0.0.1:{tls_port} ssl;\n    ssl_certificate {cert};\n    \
+             ssl_certificate_key {key};\n    client_max_body_size 64m;\n    \
+             location / {{ proxy_pass http://127.0.0.1:{port}; }}\n  }}\n}}\n",
+            dir = dir.display(),
+            cert = testdata.join("server.crt").display(),
+            key = testdata.join("server.key").display(),
+        ),
+    )
+    .expect("nginx.conf");
+    Background::spawn(
+        Path::new("nginx"),
+        &[
+            "-p".to_string(),
+            dir.display().to_string(),
+            "-c".to_string(),
+            config.display().to_string(),
+            "-e".to_string(),
+            dir.join("nginx.log").display().to_string(),
+        ],
+    )
+}
+
 #[test]
-fn run_labels_profiles_with_pod_metadata_from_the_api_server() {
-    const TEST: &str = "run_labels_profiles_with_pod_metadata_from_the_api_server";
+fn run_in_a_pod_names_profiles_from_the_api_server_and_uploads_over_tls() {
+    const TEST: &str = "run_in_a_pod_names_profiles_from_the_api_server_and_uploads_over_tls";
     if !require_sampler(TEST)
         || !require_gcc(TEST)
         || !require_tool(TEST, "go", &["version"], "golang-go")
+        || !require_tool(TEST, "nginx", &["-v"], "nginx-light")
     {
         return;
     }
@@ -224,6 +256,11 @@ fn run_labels_profiles_with_pod_metadata_from_the_api_server() {
     eventually("the profiler server", || {
         (http_get(api_port, "/readyz").0 == 200).then_some(())
     });
+    let tls_port = free_port();
+    let _proxy = tls_proxy(dir.path(), &testdata, tls_port, api_port);
+    eventually("nginx", || {
+        std::net::TcpStream::connect(("127.0.0.1", tls_port)).ok()
+    });
 
     let cgroup = PodCgroup::create();
     let burner = Background::spawn(&fixture("burn3"), &["60"]);
@@ -234,7 +271,11 @@ fn run_labels_profiles_with_pod_metadata_from_the_api_server() {
         .args([
             "run",
             "--server",
-            &format!("http://127.0.0.1:{api_port}"),
+            &format!("https://localhost:{tls_port}"),
+            "--server-ca",
+        ])
+        .arg(testdata.join("ca.crt"))
+        .args([
             "--pid",
             &burner.pid().to_string(),
             "--no-http",

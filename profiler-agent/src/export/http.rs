@@ -3,12 +3,12 @@
 //! The queue is bounded in bytes: when the server is down, profiles wait (the thread retries
 //! with exponential backoff up to a minute) and the oldest are dropped, and counted, once the
 //! queue is full. A 4xx answer other than 408/429 means the server will never take that
-//! profile: it is dropped and counted. Plain `http://` only; TLS is not supported yet.
+//! profile: it is dropped and counted. `https://` servers are reached over TLS ([`crate::tls`]),
+//! trusting the system's CA bundle or the certificates given with `--server-ca`.
 
 use std::{
     collections::VecDeque,
     io::{self, BufRead, BufReader, Write},
-    net::{TcpStream, ToSocketAddrs},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Condvar, Mutex,
@@ -16,6 +16,8 @@ use std::{
     thread::{self, JoinHandle},
     time::{Duration, Instant},
 };
+
+use crate::tls::{self, TlsTarget};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -28,9 +30,11 @@ pub enum UrlError {
     Unsupported { url: String, reason: &'static str },
 }
 
-/// Where the server listens: `http://host[:port][/prefix]`.
+/// Where the server listens: `http[s]://host[:port][/prefix]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerUrl {
+    /// `https://`: uploads go over TLS.
+    pub tls: bool,
     pub host: String,
     pub port: u16,
     /// Path prefix without a trailing slash ("" for none).
@@ -52,14 +56,11 @@ impl ServerUrl {
             url: url.to_string(),
             reason,
         };
-        if url.starts_with("https://") {
-            return Err(unsupported(
-                "https is not supported yet: use http:// (e.g. through a local TLS proxy)",
-            ));
-        }
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| unsupported("it must start with http://"))?;
+        let (tls, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+            (Some(rest), _) => (true, rest),
+            (None, Some(rest)) => (false, rest),
+            (None, None) => return Err(unsupported("it must start with http:// or https://")),
+        };
         let (authority, path) = match rest.find('/') {
             Some(index) => rest.split_at(index),
             None => (rest, ""),
@@ -74,9 +75,10 @@ impl ServerUrl {
                     .map_err(|_| unsupported("the port is not a number"))?;
                 (host, port)
             }
-            _ => (authority, 80),
+            _ => (authority, if tls { 443 } else { 80 }),
         };
         Ok(ServerUrl {
+            tls,
             host: host
                 .trim_start_matches('[')
                 .trim_end_matches(']')
@@ -87,11 +89,7 @@ impl ServerUrl {
     }
 
     fn host_header(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        tls::authority(&self.host, self.port)
     }
 }
 
@@ -141,7 +139,13 @@ pub struct Uploader {
 }
 
 impl Uploader {
-    pub fn start(url: ServerUrl, auth_token: Option<String>, max_queue_bytes: usize) -> Self {
+    /// Starts the upload thread; `tls` is what an `https://` server is checked against.
+    pub fn start(
+        url: ServerUrl,
+        tls: Option<TlsTarget>,
+        auth_token: Option<String>,
+        max_queue_bytes: usize,
+    ) -> Self {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
@@ -150,7 +154,7 @@ impl Uploader {
         let worker = Arc::clone(&shared);
         let thread = thread::Builder::new()
             .name("uploader".into())
-            .spawn(move || upload_loop(&worker, &url, auth_token.as_deref()))
+            .spawn(move || upload_loop(&worker, &url, tls.as_ref(), auth_token.as_deref()))
             .ok();
         Uploader {
             shared,
@@ -216,8 +220,11 @@ fn lock(queue: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn upload_loop(shared: &Shared, url: &ServerUrl, token: Option<&str>) {
+fn upload_loop(shared: &Shared, url: &ServerUrl, tls: Option<&TlsTarget>, token: Option<&str>) {
     let mut backoff = Duration::ZERO;
+    // The last failure printed: each new kind of failure is printed once (the counters and the
+    // status line count them all).
+    let mut last_failure = String::new();
     loop {
         let next = {
             let mut queue = lock(&shared.queue);
@@ -234,7 +241,7 @@ fn upload_loop(shared: &Shared, url: &ServerUrl, token: Option<&str>) {
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
             }
         };
-        let outcome = post(url, token, &next);
+        let outcome = post(url, tls, token, &next);
         let done = match outcome {
             Ok(status) if (200..300).contains(&status) => {
                 shared.stats.sent.fetch_add(1, Ordering::Relaxed);
@@ -252,6 +259,18 @@ fn upload_loop(shared: &Shared, url: &ServerUrl, token: Option<&str>) {
                 true
             }
             Ok(_) | Err(_) => {
+                let failure = match &outcome {
+                    Ok(status) => format!("the server answered HTTP {status}"),
+                    Err(error) => error.to_string(),
+                };
+                if failure != last_failure {
+                    eprintln!(
+                        "warning: uploading to {}://{}: {failure}; retrying",
+                        if url.tls { "https" } else { "http" },
+                        url.host_header()
+                    );
+                    last_failure = failure;
+                }
                 shared.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
                 false
             }
@@ -327,14 +346,18 @@ fn request_head(url: &ServerUrl, token: Option<&str>, upload: &Upload) -> String
 }
 
 /// Sends one upload and returns the HTTP status.
-fn post(url: &ServerUrl, token: Option<&str>, upload: &Upload) -> io::Result<u16> {
-    let address = (url.host.as_str(), url.port)
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "host has no address"))?;
-    let mut stream = TcpStream::connect_timeout(&address, CONNECT_TIMEOUT)?;
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+fn post(
+    url: &ServerUrl,
+    tls: Option<&TlsTarget>,
+    token: Option<&str>,
+    upload: &Upload,
+) -> io::Result<u16> {
+    let tls = if url.tls {
+        Some(tls.ok_or_else(|| io::Error::other("an https:// server needs a TLS configuration"))?)
+    } else {
+        None
+    };
+    let mut stream = tls::connect(&url.host, url.port, tls, CONNECT_TIMEOUT, IO_TIMEOUT)?;
     stream.write_all(request_head(url, token, upload).as_bytes())?;
     stream.write_all(&upload.body)?;
     stream.flush()?;
@@ -382,8 +405,14 @@ mod tests {
         let url = ServerUrl::parse("http://[::1]:4040").expect("url");
         assert_eq!((url.host.as_str(), url.port), ("::1", 4040));
         assert_eq!(url.host_header(), "[::1]:4040");
+        assert!(!url.tls);
+        let url = ServerUrl::parse("https://profiler.example.com/").expect("url");
+        assert_eq!(
+            (url.tls, url.host.as_str(), url.port, url.base_path.as_str()),
+            (true, "profiler.example.com", 443, "")
+        );
         for bad in [
-            "https://x",
+            "https://",
             "ftp://x",
             "http://",
             "http://x:port",
@@ -455,7 +484,7 @@ mod tests {
         // 503 then 200 for the first profile, 400 for the second.
         let (port, server) = serve(vec![503, 200, 400]);
         let url = ServerUrl::parse(&format!("http://127.0.0.1:{port}")).expect("url");
-        let uploader = Uploader::start(url, None, 1 << 20);
+        let uploader = Uploader::start(url, None, None, 1 << 20);
         uploader.push(upload(b"first"));
         uploader.push(upload(b"second"));
         uploader.shutdown(Duration::from_secs(10));
@@ -470,7 +499,7 @@ mod tests {
     fn bounded_queue_drops_oldest_when_the_server_is_down() {
         // Port 1 on loopback: connection refused, so everything stays queued.
         let url = ServerUrl::parse("http://127.0.0.1:1").expect("url");
-        let uploader = Uploader::start(url, None, 10);
+        let uploader = Uploader::start(url, None, None, 10);
         for body in [b"aaaa", b"bbbb", b"cccc", b"dddd"] {
             uploader.push(upload(body));
         }
@@ -481,5 +510,55 @@ mod tests {
         );
         assert_eq!(uploader.stats().queued_bytes.load(Ordering::Relaxed), 8);
         uploader.shutdown(Duration::ZERO);
+    }
+
+    #[test]
+    fn uploads_to_an_https_server() {
+        let (port, server) = crate::tls::tests::serve(2, |_| {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec()
+        });
+        let url = ServerUrl::parse(&format!("https://localhost:{port}/base")).expect("url");
+        let tls = TlsTarget::with_ca_file(&crate::tls::tests::ca_file("upload"), "localhost")
+            .expect("test CA");
+        let uploader = Uploader::start(url, Some(tls), Some("t0k".into()), 1 << 20);
+        uploader.push(upload(b"first"));
+        uploader.push(upload(b"second"));
+        let (sent, left) = uploader.shutdown(Duration::from_secs(10));
+        assert_eq!((sent, left), (2, 0));
+        let requests = server.join().expect("server thread");
+        assert!(
+            requests[0].starts_with("POST /base/api/v1/profiles?service_name=my%20app"),
+            "{}",
+            requests[0]
+        );
+        assert!(requests[0].contains("\r\nAuthorization: Bearer t0k\r\n"));
+        assert!(requests[0].ends_with("\r\n\r\nfirst"), "{}", requests[0]);
+        assert!(requests[1].ends_with("\r\n\r\nsecond"), "{}", requests[1]);
+    }
+
+    #[test]
+    fn an_untrusted_https_server_gets_nothing() {
+        let (port, server) = crate::tls::tests::serve(1, |_| {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec()
+        });
+        let url = ServerUrl::parse(&format!("https://127.0.0.1:{port}")).expect("url");
+        // The machine's CAs did not sign the test certificate.
+        let Ok(tls) = TlsTarget::with_system_roots("127.0.0.1") else {
+            return;
+        };
+        let uploader = Uploader::start(url, Some(tls), None, 1 << 20);
+        uploader.push(upload(b"secret"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while uploader.stats().failed_attempts.load(Ordering::Relaxed) == 0
+            && Instant::now() < deadline
+        {
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert!(uploader.stats().failed_attempts.load(Ordering::Relaxed) >= 1);
+        assert_eq!(uploader.stats().sent.load(Ordering::Relaxed), 0);
+        let (_, left) = uploader.shutdown(Duration::ZERO);
+        assert_eq!(left, 1);
+        let requests = server.join().expect("server thread");
+        assert!(!requests[0].contains("secret"), "{}", requests[0]);
     }
 }

@@ -13,20 +13,17 @@
 use std::{
     fs,
     io::{self, Read, Write},
-    net::{TcpStream, ToSocketAddrs},
     path::{Path, PathBuf},
     sync::{Arc, Condvar, Mutex, MutexGuard},
     thread,
     time::{Duration, Instant},
 };
 
-use rustls::{
-    pki_types::{pem::PemObject, CertificateDer, ServerName},
-    ClientConfig, ClientConnection, RootCertStore, StreamOwned,
-};
-
 use super::pod_list::PodIndex;
-use crate::capture::http1;
+use crate::{
+    capture::http1,
+    tls::{self, TlsError, TlsTarget},
+};
 
 /// Where Kubernetes mounts the pod's service account: `token`, `ca.crt`, `namespace`.
 pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -111,8 +108,8 @@ pub enum KubeApiError {
         #[source]
         source: io::Error,
     },
-    #[error("no usable certificate in {}: {why}", path.display())]
-    Certificate { path: PathBuf, why: String },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("cannot connect to {address}: {source}")]
     Connect {
         address: String,
@@ -146,8 +143,7 @@ pub enum KubeApiError {
 pub struct KubeApi {
     host: String,
     port: u16,
-    server_name: ServerName<'static>,
-    tls: Arc<ClientConfig>,
+    tls: TlsTarget,
     /// Read before each request: projected service account tokens are rotated by the kubelet.
     token_file: PathBuf,
 }
@@ -197,53 +193,19 @@ impl KubeApi {
     /// `host` (a name or an IP address, without brackets) and `port`, with `ca.crt` and `token`
     /// read from `credentials`.
     pub fn new(host: &str, port: u16, credentials: &Path) -> Result<KubeApi, KubeApiError> {
-        let ca_file = credentials.join("ca.crt");
-        let ca = fs::read(&ca_file).map_err(|source| KubeApiError::Read {
-            path: ca_file.clone(),
-            source,
-        })?;
         let token_file = credentials.join("token");
         read_token(&token_file)?;
-        let certificate_error = |why: String| KubeApiError::Certificate {
-            path: ca_file.clone(),
-            why,
-        };
-        let mut roots = RootCertStore::empty();
-        for certificate in CertificateDer::pem_slice_iter(&ca) {
-            let certificate = certificate.map_err(|error| certificate_error(error.to_string()))?;
-            roots
-                .add(certificate)
-                .map_err(|error| certificate_error(error.to_string()))?;
-        }
-        if roots.is_empty() {
-            return Err(certificate_error("no PEM certificate found".to_string()));
-        }
-        let tls = ClientConfig::builder_with_provider(crypto_provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|error| certificate_error(error.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let server_name =
-            ServerName::try_from(host.to_string()).map_err(|_| KubeApiError::Url {
-                url: host.to_string(),
-                why: "not a host name or IP address",
-            })?;
         Ok(KubeApi {
             host: host.to_string(),
             port,
-            server_name,
-            tls: Arc::new(tls),
+            tls: TlsTarget::with_ca_file(&credentials.join("ca.crt"), host)?,
             token_file,
         })
     }
 
     /// `HOST:PORT` (`[HOST]:PORT` for IPv6), for messages and the `Host` header.
     pub fn address(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        tls::authority(&self.host, self.port)
     }
 
     /// The pods scheduled on `node`.
@@ -279,28 +241,17 @@ impl KubeApi {
             address: address.clone(),
             source,
         };
-        let socket = (self.host.as_str(), self.port)
-            .to_socket_addrs()
-            .and_then(|mut addresses| {
-                addresses.next().ok_or_else(|| {
-                    io::Error::new(io::ErrorKind::NotFound, "the host name has no address")
-                })
-            })
-            .map_err(|source| KubeApiError::Connect {
-                address: address.clone(),
-                source,
-            })?;
-        let tcp = TcpStream::connect_timeout(&socket, CONNECT_TIMEOUT).map_err(|source| {
-            KubeApiError::Connect {
-                address: address.clone(),
-                source,
-            }
+        let mut stream = tls::connect(
+            &self.host,
+            self.port,
+            Some(&self.tls),
+            CONNECT_TIMEOUT,
+            IO_TIMEOUT,
+        )
+        .map_err(|source| KubeApiError::Connect {
+            address: address.clone(),
+            source,
         })?;
-        tcp.set_read_timeout(Some(IO_TIMEOUT)).map_err(io_error)?;
-        tcp.set_write_timeout(Some(IO_TIMEOUT)).map_err(io_error)?;
-        let connection = ClientConnection::new(self.tls.clone(), self.server_name.clone())
-            .map_err(|error| io_error(io::Error::other(error)))?;
-        let mut stream = StreamOwned::new(connection, tcp);
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {address}\r\nUser-Agent: profiler-agent/{}\r\n\
              Accept: application/json\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n",
@@ -354,14 +305,6 @@ impl KubeApi {
         }
         Ok(body)
     }
-}
-
-/// rustls on *ring*. rustls 0.23.48 deprecates that provider for lacking post-quantum key
-/// exchange; the replacement, aws-lc-rs, needs cmake and minutes of C build on 2 cores, and the
-/// traffic is the in-cluster API server's.
-#[allow(deprecated)]
-pub(crate) fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 fn read_token(path: &Path) -> Result<String, KubeApiError> {
@@ -556,16 +499,11 @@ impl PodSource {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::net::TcpListener;
-
-    use rustls::{pki_types::PrivateKeyDer, ServerConfig, ServerConnection};
-
     use super::*;
 
-    const CA: &str = include_str!("testdata/ca.crt");
-    const SERVER_CERT: &str = include_str!("testdata/server.crt");
-    const SERVER_KEY: &str = include_str!("testdata/server.key");
     pub use crate::metadata::pod_list::tests::POD_LIST;
+    pub use crate::tls::tests::serve;
+    use crate::tls::tests::{CA, SERVER_CERT};
     pub const TOKEN: &str = "test-token-Zm9vYmFy";
 
     /// A service account directory (`ca.crt`, `token`) trusting the test CA.
@@ -578,55 +516,6 @@ pub(crate) mod tests {
         fs::write(dir.join("ca.crt"), CA).expect("write ca.crt");
         fs::write(dir.join("token"), format!("{TOKEN}\n")).expect("write token");
         dir
-    }
-
-    /// An HTTPS server on 127.0.0.1 with the test CA's certificate, answering each connection
-    /// with `respond(request head)` (a whole HTTP response) until `connections` were served.
-    /// Returns its port and the request heads it saw.
-    pub fn serve(
-        connections: usize,
-        respond: impl Fn(&str) -> Vec<u8> + Send + 'static,
-    ) -> (u16, thread::JoinHandle<Vec<String>>) {
-        let certificates: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(SERVER_CERT.as_bytes())
-                .collect::<Result<_, _>>()
-                .expect("server certificate");
-        let key = PrivateKeyDer::from_pem_slice(SERVER_KEY.as_bytes()).expect("server key");
-        let config = Arc::new(
-            ServerConfig::builder_with_provider(crypto_provider())
-                .with_safe_default_protocol_versions()
-                .expect("protocol versions")
-                .with_no_client_auth()
-                .with_single_cert(certificates, key)
-                .expect("server config"),
-        );
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("local addr").port();
-        let handle = thread::spawn(move || {
-            let mut heads = Vec::new();
-            for _ in 0..connections {
-                let (tcp, _) = listener.accept().expect("accept");
-                let connection = ServerConnection::new(config.clone()).expect("server connection");
-                let mut stream = StreamOwned::new(connection, tcp);
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    match stream.read(&mut byte) {
-                        Ok(1) => head.push(byte[0]),
-                        _ => break,
-                    }
-                }
-                let head = String::from_utf8_lossy(&head).into_owned();
-                if !head.is_empty() {
-                    let _ = stream.write_all(&respond(&head));
-                    stream.conn.send_close_notify();
-                    let _ = stream.flush();
-                }
-                heads.push(head);
-            }
-            heads
-        });
-        (port, handle)
     }
 
     /// A chunked 200 response carrying `body` in 1000-byte chunks.
@@ -752,9 +641,12 @@ pub(crate) mod tests {
         let error = KubeApi::new("10.96.0.1", 443, missing)
             .err()
             .expect("missing files");
-        assert!(error
-            .to_string()
-            .contains("/nonexistent/serviceaccount/ca.crt"));
+        assert!(
+            error
+                .to_string()
+                .contains("/nonexistent/serviceaccount/token"),
+            "{error}"
+        );
         let api = KubeApi::from_url("https://[::1]:6443", &credentials).expect("ipv6");
         assert_eq!(api.address(), "[::1]:6443");
     }

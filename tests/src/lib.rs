@@ -590,6 +590,30 @@ impl Drop for Background {
     }
 }
 
+/// Builds the Go program `source` (standard library only) into `dir/name` and returns its path.
+/// Tests check [`require_tool`] for `go` first.
+pub fn go_build(dir: &Path, source: &str, name: &str) -> PathBuf {
+    let main = dir.join(format!("{name}.go"));
+    fs::write(&main, source)
+        .unwrap_or_else(|error| panic!("cannot write {}: {error}", main.display()));
+    let binary = dir.join(name);
+    let built = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&binary)
+        .arg(&main)
+        .env("GOCACHE", target_dir().join("tmp/go-cache"))
+        .env("GOPATH", target_dir().join("tmp/go-path"))
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run go build: {error}"));
+    assert!(
+        built.status.success(),
+        "go build of {} failed:\n{}",
+        main.display(),
+        String::from_utf8_lossy(&built.stderr)
+    );
+    binary
+}
+
 /// `GET path` on 127.0.0.1:`port` with HTTP/1.0 (the server closes after the answer): the
 /// status and the body.
 pub fn http_get(port: u16, path: &str) -> (u16, String) {

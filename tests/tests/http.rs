@@ -739,22 +739,7 @@ fn go_server_requests_and_their_cpu_are_captured() {
     }
     let _one = one_at_a_time();
     let dir = TempDir::new("go");
-    fs::write(dir.path().join("main.go"), GO_SERVER).expect("main.go");
-    let binary = dir.path().join("gosrv");
-    let built = Command::new("go")
-        .arg("build")
-        .arg("-o")
-        .arg(&binary)
-        .arg(dir.path().join("main.go"))
-        .env("GOCACHE", tests::target_dir().join("tmp/go-cache"))
-        .env("GOPATH", tests::target_dir().join("tmp/go-path"))
-        .output()
-        .unwrap_or_else(|error| panic!("cannot run go build: {error}"));
-    assert!(
-        built.status.success(),
-        "go build failed:\n{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
+    let binary = tests::go_build(dir.path(), GO_SERVER, "gosrv");
     let port = free_port();
     let binary_arg = binary.display().to_string();
     let mut agent = start_recording(dir.path(), 199, &[&binary_arg, &port.to_string()]);

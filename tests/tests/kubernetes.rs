@@ -143,26 +143,6 @@ impl Drop for PodCgroup {
     }
 }
 
-/// Builds the Go API server into `dir`.
-fn build_api_server(dir: &Path) -> PathBuf {
-    fs::write(dir.join("main.go"), GO_API_SERVER).expect("main.go");
-    let binary = dir.join("apiserver");
-    let built = Command::new("go")
-        .args(["build", "-o"])
-        .arg(&binary)
-        .arg(dir.join("main.go"))
-        .env("GOCACHE", tests::target_dir().join("tmp/go-cache"))
-        .env("GOPATH", tests::target_dir().join("tmp/go-path"))
-        .output()
-        .unwrap_or_else(|error| panic!("cannot run go build: {error}"));
-    assert!(
-        built.status.success(),
-        "go build failed:\n{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
-    binary
-}
-
 /// The values of label `name` in the server's profiles of the last 10 minutes.
 fn label_values(api_port: u16, name: &str) -> Vec<String> {
     let (_, body) = http_get(
@@ -230,7 +210,7 @@ fn run_in_a_pod_names_profiles_from_the_api_server_and_uploads_over_tls() {
     fs::write(credentials.join("token"), token).expect("token");
     fs::write(dir.path().join("pods.json"), pod_list()).expect("pods.json");
 
-    let api_server = build_api_server(dir.path());
+    let api_server = tests::go_build(dir.path(), GO_API_SERVER, "apiserver");
     let kube_port = free_port();
     let mut api = Command::new(&api_server);
     api.arg(dir.path().join("pods.json"))

@@ -63,7 +63,11 @@ fn push_hex(out: &mut String, bytes: &[u8]) {
 /// A JSON string literal. Text needing no escapes (the usual case: names, routes, paths) is
 /// copied as is; other text goes through serde_json's escaping.
 fn push_str(out: &mut String, text: &str) {
-    if !text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+    // Branch-free over the whole text (the compiler vectorizes it): escapes are rare.
+    let needs_escape = text
+        .bytes()
+        .fold(false, |seen, b| seen | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    if !needs_escape {
         out.push('"');
         out.push_str(text);
         out.push('"');

@@ -100,10 +100,16 @@ struct RunArgs {
     #[arg(long)]
     no_http: bool,
 
-    /// OTLP/gRPC receiver for spans and RED metrics (http:// only). Default: the --server
-    /// host on port 4317 (the profiler server's OTLP port); any OpenTelemetry Collector works.
+    /// OTLP/gRPC receiver for spans and RED metrics: http://HOST:PORT, or https:// for TLS.
+    /// Default: the --server host on port 4317 over plain gRPC (the profiler server's OTLP
+    /// port); any OpenTelemetry Collector works.
     #[arg(long, value_name = "URL")]
     otlp_endpoint: Option<String>,
+
+    /// PEM file of the CA certificates to trust for an https:// --otlp-endpoint, instead of
+    /// the system's bundle (SSL_CERT_FILE, else /etc/ssl/certs/ca-certificates.crt).
+    #[arg(long, value_name = "FILE")]
+    otlp_ca: Option<PathBuf>,
 
     /// Seconds between two exports of the RED histograms (delta temporality).
     #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
@@ -265,6 +271,7 @@ fn main() -> ExitCode {
             follow_children: !args.no_children,
             http: (!args.no_http).then_some(HttpOptions {
                 otlp_endpoint: args.otlp_endpoint,
+                otlp_ca: args.otlp_ca,
                 metrics_interval: args.metrics_interval,
                 max_series_per_service: args.max_series_per_service,
                 max_queued_spans: args.max_queued_spans,

@@ -75,6 +75,8 @@ pub struct KubeOptions {
 pub struct HttpOptions {
     /// OTLP/gRPC receiver; `None`: the server's host on port 4317.
     pub otlp_endpoint: Option<String>,
+    /// PEM CA certificates an `https://` receiver is checked against; `None`: the system's.
+    pub otlp_ca: Option<PathBuf>,
     pub metrics_interval: Duration,
     pub max_series_per_service: usize,
     pub max_queued_spans: usize,
@@ -307,6 +309,7 @@ fn start_capture(
         .unwrap_or_else(|| format!("http://{}:{SERVER_OTLP_PORT}", server.host_for_url()));
     let started = (|| -> Result<(HttpCapture, Arc<OtlpExporter>)> {
         let mut otlp = OtlpOptions::new(endpoint.clone());
+        otlp.ca_file = http.otlp_ca.clone();
         otlp.auth_token = options.auth_token.clone();
         otlp.max_queued_spans = http.max_queued_spans;
         let exporter = Arc::new(OtlpExporter::start(otlp)?);

@@ -62,18 +62,9 @@ impl TlsTarget {
         TlsTarget::with_ca_pem(&pem, ca_file, host)
     }
 
-    /// Trusts the system's CA bundle: `SSL_CERT_FILE`, else the first of [`SYSTEM_CA_FILES`].
+    /// Trusts the system's CA bundle ([`system_ca_file`]).
     pub fn with_system_roots(host: &str) -> Result<TlsTarget, TlsError> {
-        let file = std::env::var_os("SSL_CERT_FILE")
-            .map(PathBuf::from)
-            .or_else(|| {
-                SYSTEM_CA_FILES
-                    .iter()
-                    .map(PathBuf::from)
-                    .find(|path| path.exists())
-            })
-            .ok_or(TlsError::NoSystemBundle)?;
-        TlsTarget::with_ca_file(&file, host)
+        TlsTarget::with_ca_file(&system_ca_file()?, host)
     }
 
     fn with_ca_pem(pem: &[u8], source: &Path, host: &str) -> Result<TlsTarget, TlsError> {
@@ -107,6 +98,28 @@ impl TlsTarget {
             server_name,
         })
     }
+}
+
+/// The system's CA bundle: `SSL_CERT_FILE`, else the first of [`SYSTEM_CA_FILES`] that exists.
+pub fn system_ca_file() -> Result<PathBuf, TlsError> {
+    std::env::var_os("SSL_CERT_FILE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            SYSTEM_CA_FILES
+                .iter()
+                .map(PathBuf::from)
+                .find(|path| path.exists())
+        })
+        .ok_or(TlsError::NoSystemBundle)
+}
+
+/// The PEM certificates of `ca_file`, or of the system's bundle when `None`.
+pub fn read_ca_bundle(ca_file: Option<&Path>) -> Result<Vec<u8>, TlsError> {
+    let path = match ca_file {
+        Some(path) => path.to_path_buf(),
+        None => system_ca_file()?,
+    };
+    fs::read(&path).map_err(|source| TlsError::Read { path, source })
 }
 
 /// rustls on *ring*. rustls 0.23.48 deprecates that provider for lacking post-quantum key
@@ -194,7 +207,7 @@ pub(crate) mod tests {
 
     pub const CA: &str = include_str!("metadata/testdata/ca.crt");
     pub const SERVER_CERT: &str = include_str!("metadata/testdata/server.crt");
-    const SERVER_KEY: &str = include_str!("metadata/testdata/server.key");
+    pub const SERVER_KEY: &str = include_str!("metadata/testdata/server.key");
 
     /// The test CA written to a file of its own.
     pub fn ca_file(name: &str) -> PathBuf {

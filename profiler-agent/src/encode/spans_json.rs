@@ -64,9 +64,9 @@ fn push_hex(out: &mut String, bytes: &[u8]) {
 /// copied as is; other text goes through serde_json's escaping.
 fn push_str(out: &mut String, text: &str) {
     // Branch-free over the whole text (the compiler vectorizes it): escapes are rare.
-    let needs_escape = text
-        .bytes()
-        .fold(false, |seen, b| seen | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    let needs_escape = text.bytes().fold(false, |seen, b| {
+        seen | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
     if !needs_escape {
         out.push('"');
         out.push_str(text);

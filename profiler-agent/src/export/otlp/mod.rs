@@ -12,13 +12,14 @@
 //! retried with exponential backoff (up to 30 s), and dropped once it has failed for 5 minutes
 //! so one batch cannot hold the others back forever. A permanent rejection (`INVALID_ARGUMENT`,
 //! `UNIMPLEMENTED`, `PERMISSION_DENIED`, `UNAUTHENTICATED`, ..., see [`is_permanent`]) drops the
-//! batch at once. Everything dropped is counted in [`OtlpStats`]. Plain `http://` only: TLS is
-//! not supported yet.
+//! batch at once. Everything dropped is counted in [`OtlpStats`]. An `https://` endpoint is
+//! reached over TLS (rustls), its certificate checked against the system's CAs or a given file.
 
 use std::{
     collections::VecDeque,
     fmt,
     future::Future,
+    path::{Path, PathBuf},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex, MutexGuard,
@@ -34,7 +35,7 @@ use opentelemetry_proto::tonic::collector::{
 use tonic::{
     codec::CompressionEncoding,
     metadata::{errors::InvalidMetadataValue, AsciiMetadataValue},
-    transport::{Channel, Endpoint, Uri},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Uri},
     Code,
 };
 
@@ -97,8 +98,11 @@ pub use convert::{metrics_request, self_metrics_request, trace_request};
 /// How to reach the receiver and how much to buffer.
 #[derive(Clone)]
 pub struct OtlpOptions {
-    /// `http://host:port` of an OTLP/gRPC receiver (port 4317 by convention).
+    /// `http://host:port` or `https://host:port` of an OTLP/gRPC receiver (port 4317 by
+    /// convention).
     pub endpoint: String,
+    /// PEM CA certificates an `https://` receiver is checked against; `None`: the system's.
+    pub ca_file: Option<PathBuf>,
     /// Sent as `authorization: Bearer <token>` with every request.
     pub auth_token: Option<String>,
     /// Spans waiting to be sent; beyond it the oldest are dropped. One batch being sent or
@@ -117,6 +121,7 @@ impl OtlpOptions {
     pub fn new(endpoint: impl Into<String>) -> Self {
         OtlpOptions {
             endpoint: endpoint.into(),
+            ca_file: None,
             auth_token: None,
             max_queued_spans: DEFAULT_MAX_QUEUED_SPANS,
             batch_size: DEFAULT_BATCH_SIZE,
@@ -214,7 +219,7 @@ impl OtlpExporter {
                 return Err(OtlpError::ZeroOption { name });
             }
         }
-        let endpoint = endpoint(&options.endpoint)?;
+        let endpoint = endpoint(&options.endpoint, options.ca_file.as_deref())?;
         let authorization = options
             .auth_token
             .as_ref()
@@ -352,27 +357,23 @@ impl Drop for OtlpExporter {
     }
 }
 
-/// Parses `http://host:port` into a tonic endpoint with the exporter's timeouts.
-fn endpoint(text: &str) -> Result<Endpoint, OtlpError> {
+/// Parses `http[s]://host:port` into a tonic endpoint with the exporter's timeouts; `https`
+/// checks the receiver's certificate against `ca_file` (else the system's CAs).
+fn endpoint(text: &str, ca_file: Option<&Path>) -> Result<Endpoint, OtlpError> {
     let invalid = |reason: &str| OtlpError::InvalidEndpoint {
         endpoint: text.to_string(),
         reason: reason.to_string(),
     };
     let scheme = text.split_once("://").map(|(scheme, _)| scheme);
-    match scheme {
-        Some(scheme) if scheme.eq_ignore_ascii_case("http") => {}
-        Some(scheme) if scheme.eq_ignore_ascii_case("https") => {
-            return Err(invalid(
-                "TLS is not supported yet: use http:// (e.g. an OTel Collector on the node, \
-                 which can forward over TLS)",
-            ))
-        }
+    let tls = match scheme {
+        Some(scheme) if scheme.eq_ignore_ascii_case("http") => false,
+        Some(scheme) if scheme.eq_ignore_ascii_case("https") => true,
         _ => {
             return Err(invalid(
-                "expected http://host:port, e.g. http://localhost:4317",
+                "expected http://host:port or https://host:port, e.g. http://localhost:4317",
             ))
         }
-    }
+    };
     let uri: Uri = text
         .parse()
         .map_err(|_| invalid("not a valid URL; expected http://host:port"))?;
@@ -405,11 +406,28 @@ fn endpoint(text: &str) -> Result<Endpoint, OtlpError> {
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         return Err(invalid("an OTLP/gRPC endpoint has no path or query"));
     }
-    let endpoint = Endpoint::from(uri)
+    let host = uri
+        .host()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let mut endpoint = Endpoint::from(uri)
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
         .user_agent(format!("{SCOPE_NAME}/{}", env!("CARGO_PKG_VERSION")))
         .map_err(|_| invalid("cannot build the user agent"))?;
+    if tls {
+        let pem =
+            crate::tls::read_ca_bundle(ca_file).map_err(|error| invalid(&error.to_string()))?;
+        endpoint = endpoint
+            .tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(pem))
+                    .domain_name(host),
+            )
+            .map_err(|error| invalid(&format!("TLS: {error}")))?;
+    }
     Ok(endpoint)
 }
 

@@ -225,15 +225,25 @@ fn parses_endpoints() {
         "HTTP://[::1]:4317",
         "http://[::1]:4317/",
     ] {
-        if let Err(error) = endpoint(good) {
+        if let Err(error) = endpoint(good, None) {
             panic!("{good}: {error}");
         }
     }
-    let error = |text: &str| match endpoint(text) {
+    let ca = crate::tls::tests::ca_file("otlp-parse");
+    endpoint("https://collector.example.com:4317", Some(&ca)).expect("https with a CA file");
+    let error = |text: &str| match endpoint(text, None) {
         Ok(_) => panic!("{text} accepted"),
         Err(error) => error.to_string(),
     };
-    assert!(error("https://collector:4317").contains("TLS is not supported yet"));
+    let missing = endpoint("https://c:4317", Some(Path::new("/nonexistent/ca.crt")))
+        .err()
+        .map(|error| error.to_string());
+    assert!(
+        missing
+            .as_deref()
+            .is_some_and(|e| e.contains("/nonexistent/ca.crt")),
+        "{missing:?}"
+    );
     assert!(error("collector:4317").contains("expected http://host:port"));
     assert!(error("garbage").contains("expected http://host:port"));
     assert!(error("http://").contains("http://host:port"));
@@ -374,6 +384,11 @@ struct Receiver {
 impl Receiver {
     /// Listens on `port` (0: any free port).
     fn start(port: u16, script: &[Answer], then: Answer) -> Receiver {
+        Receiver::start_with(port, script, then, false)
+    }
+
+    /// As [`Receiver::start`], over TLS with the test CA's certificate when `tls`.
+    fn start_with(port: u16, script: &[Answer], then: Answer, tls: bool) -> Receiver {
         let received = Arc::new(Mutex::new(Received::default()));
         let collector = Arc::new(Collector {
             script: Mutex::new(script.iter().copied().collect()),
@@ -393,7 +408,18 @@ impl Receiver {
                     .unwrap_or_else(|e| panic!("binding the receiver to port {port}: {e}"));
                 let port = listener.local_addr().expect("receiver address").port();
                 port_sender.send(port).expect("sending the receiver port");
-                tonic::transport::Server::builder()
+                let mut server = tonic::transport::Server::builder();
+                if tls {
+                    server = server
+                        .tls_config(tonic::transport::ServerTlsConfig::new().identity(
+                            tonic::transport::Identity::from_pem(
+                                crate::tls::tests::SERVER_CERT,
+                                crate::tls::tests::SERVER_KEY,
+                            ),
+                        ))
+                        .expect("receiver TLS");
+                }
+                server
                     .add_service(
                         TraceServiceServer::from_arc(Arc::clone(&collector))
                             .accept_compressed(CompressionEncoding::Gzip),
@@ -488,6 +514,41 @@ fn flatten(requests: &[ExportTraceServiceRequest]) -> Vec<(Option<AnyValue>, Otl
         }
     }
     out
+}
+
+#[test]
+fn exports_over_tls_to_a_receiver_the_ca_vouches_for() {
+    let receiver = Receiver::start_with(0, &[], Answer::Accept, true);
+    let mut options = options(format!("https://localhost:{}", receiver.port));
+    options.ca_file = Some(crate::tls::tests::ca_file("otlp"));
+    let exporter = OtlpExporter::start(options).expect("start");
+    exporter.push_spans(spans(3));
+    wait_until("the spans over TLS", &exporter, || {
+        load(&exporter.stats().spans_sent) == 3
+    });
+    assert_eq!(exporter.shutdown(Duration::from_secs(5)), (3, 0));
+    assert_eq!(flatten(&receiver.received().traces).len(), 3);
+
+    // Without the test CA (the system's CAs only), nothing gets through.
+    let untrusted = OtlpExporter::start(options_for_system_roots(receiver.port)).expect("start");
+    untrusted.push_spans(spans(1));
+    wait_until("a failed attempt", &untrusted, || {
+        load(&untrusted.stats().export_errors) >= 1
+    });
+    assert_eq!(load(&untrusted.stats().spans_sent), 0);
+    untrusted.shutdown(Duration::ZERO);
+}
+
+/// Options for `https://localhost:port` trusting the system's CAs, or a CA that did not sign
+/// the test certificate when the machine has no bundle.
+fn options_for_system_roots(port: u16) -> OtlpOptions {
+    let mut options = options(format!("https://localhost:{port}"));
+    if crate::tls::system_ca_file().is_err() {
+        let other = std::env::temp_dir().join(format!("profiler-other-ca-{}", std::process::id()));
+        std::fs::write(&other, crate::tls::tests::SERVER_CERT).expect("write");
+        options.ca_file = Some(other);
+    }
+    options
 }
 
 #[test]

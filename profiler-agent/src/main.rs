@@ -46,7 +46,8 @@ enum Commands {
     /// (oldest dropped and counted when full) and are retried with backoff. A status line is
     /// logged every minute. Stops on SIGINT/SIGTERM after sending what is queued.
     #[command(verbatim_doc_comment)]
-    Run(RunArgs),
+    // Boxed: RunArgs is much larger than RecordArgs.
+    Run(Box<RunArgs>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -258,32 +259,7 @@ fn main() -> ExitCode {
             quiet: args.quiet,
             spans: args.spans,
         }),
-        Commands::Run(args) => run::run(RunOptions {
-            server: args.server,
-            server_ca: args.server_ca,
-            auth_token: args.auth_token,
-            pids: args.pids,
-            frequency_hz: args.frequency,
-            upload_interval: args.upload_interval,
-            service_name: args.service_name,
-            labels: args.labels,
-            max_queue_bytes: args.max_queue_bytes,
-            follow_children: !args.no_children,
-            http: (!args.no_http).then_some(HttpOptions {
-                otlp_endpoint: args.otlp_endpoint,
-                otlp_ca: args.otlp_ca,
-                metrics_interval: args.metrics_interval,
-                max_series_per_service: args.max_series_per_service,
-                max_queued_spans: args.max_queued_spans,
-            }),
-            telemetry_listen: args.telemetry_listen.0,
-            kube: KubeOptions {
-                mode: args.kube_api,
-                credentials: args.kube_credentials,
-                label_service_names: args.kube_label_service_names,
-            },
-        })
-        .map(|()| 0),
+        Commands::Run(args) => run::run(run_options(*args)).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -291,5 +267,34 @@ fn main() -> ExitCode {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The options of `run`, from its flags.
+fn run_options(args: RunArgs) -> RunOptions {
+    RunOptions {
+        server: args.server,
+        server_ca: args.server_ca,
+        auth_token: args.auth_token,
+        pids: args.pids,
+        frequency_hz: args.frequency,
+        upload_interval: args.upload_interval,
+        service_name: args.service_name,
+        labels: args.labels,
+        max_queue_bytes: args.max_queue_bytes,
+        follow_children: !args.no_children,
+        http: (!args.no_http).then_some(HttpOptions {
+            otlp_endpoint: args.otlp_endpoint,
+            otlp_ca: args.otlp_ca,
+            metrics_interval: args.metrics_interval,
+            max_series_per_service: args.max_series_per_service,
+            max_queued_spans: args.max_queued_spans,
+        }),
+        telemetry_listen: args.telemetry_listen.0,
+        kube: KubeOptions {
+            mode: args.kube_api,
+            credentials: args.kube_credentials,
+            label_service_names: args.kube_label_service_names,
+        },
     }
 }

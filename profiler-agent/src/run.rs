@@ -174,6 +174,7 @@ pub fn run(options: RunOptions) -> Result<()> {
                 upload_queue_capacity_bytes: options.max_queue_bytes,
                 capture: capture.as_ref().map(|c| &*c.counters),
                 otlp: otlp_stats.as_deref(),
+                kube: pods.as_ref().map(|pods| pods.stats()),
             });
             if let Some(telemetry) = &telemetry {
                 telemetry.update(metrics.finish());

@@ -27,6 +27,7 @@ use crate::{
     ebpf::KernelStats,
     export::{http::UploadStats, otlp::OtlpStats},
     http_capture::CaptureCounters,
+    metadata::kube_api::PodSourceStats,
 };
 
 /// `/healthz` fails when the main loop has not updated the page for this long.
@@ -314,6 +315,8 @@ pub struct AgentState<'a> {
     pub upload_queue_capacity_bytes: usize,
     pub capture: Option<&'a CaptureCounters>,
     pub otlp: Option<&'a OtlpStats>,
+    /// The Kubernetes API server's listings, when the agent asks it.
+    pub kube: Option<PodSourceStats>,
 }
 
 /// The agent's metrics (names prefixed `profiler_agent_`).
@@ -501,6 +504,22 @@ pub fn agent_metrics(state: &AgentState<'_>) -> Exposition {
             load(&otlp.export_errors),
         );
     }
+    if let Some(kube) = state.kube {
+        for (result, value) in [("ok", kube.listings_ok), ("error", kube.listings_failed)] {
+            page.counter(
+                "profiler_agent_kube_api_listings_total",
+                "Listings of this node's pods from the Kubernetes API server, by result.",
+                &[("result", result)],
+                value,
+            );
+        }
+        page.gauge(
+            "profiler_agent_kube_api_pods",
+            "Pods of this node in the last good listing.",
+            &[],
+            kube.pods as f64,
+        );
+    }
     let (rss, cpu) = process_usage();
     page.gauge(
         "process_resident_memory_bytes",
@@ -580,6 +599,40 @@ mod tests {
         let _ = stream.read_to_string(&mut response);
         assert!(response.starts_with("HTTP/1.1 400"), "{response}");
         assert_eq!(get(address, "/healthz").0, 200, "still serving");
+    }
+
+    #[test]
+    fn reports_kube_api_listings_when_asked() {
+        let kernel = KernelStats::default();
+        let uploads = UploadStats::default();
+        let state = |kube| AgentState {
+            kernel: &kernel,
+            read_errors: 0,
+            counts_fill: (0, 1),
+            samples_uploaded: 0,
+            uploads: &uploads,
+            upload_queue_capacity_bytes: 1,
+            capture: None,
+            otlp: None,
+            kube,
+        };
+        let page = agent_metrics(&state(Some(PodSourceStats {
+            listings_ok: 3,
+            listings_failed: 1,
+            pods: 42,
+        })))
+        .finish();
+        assert!(
+            page.contains("profiler_agent_kube_api_listings_total{result=\"ok\"} 3\n"),
+            "{page}"
+        );
+        assert!(
+            page.contains("profiler_agent_kube_api_listings_total{result=\"error\"} 1\n"),
+            "{page}"
+        );
+        assert!(page.contains("profiler_agent_kube_api_pods 42\n"), "{page}");
+        let page = agent_metrics(&state(None)).finish();
+        assert!(!page.contains("kube_api"), "{page}");
     }
 
     #[test]

@@ -356,6 +356,16 @@ struct SourceState {
     /// Someone asked for a listing.
     wanted: bool,
     last_error: Option<String>,
+    stats: PodSourceStats,
+}
+
+/// What the listings did so far, for the agent's own metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PodSourceStats {
+    pub listings_ok: u64,
+    pub listings_failed: u64,
+    /// Pods of the last good listing.
+    pub pods: u64,
 }
 
 impl PodSource {
@@ -378,6 +388,7 @@ impl PodSource {
                 tried: false,
                 wanted: true,
                 last_error: None,
+                stats: PodSourceStats::default(),
             }),
             changed: Condvar::new(),
             min_interval,
@@ -423,6 +434,11 @@ impl PodSource {
             .wait_timeout_while(state, timeout, |state| !state.tried);
     }
 
+    /// Counts of listings so far.
+    pub fn stats(&self) -> PodSourceStats {
+        self.lock().stats
+    }
+
     /// The last listing's error, if it failed.
     pub fn last_error(&self) -> Option<String> {
         self.lock().last_error.clone()
@@ -457,6 +473,8 @@ impl PodSource {
                             }
                         );
                     }
+                    state.stats.listings_ok += 1;
+                    state.stats.pods = index.len() as u64;
                     state.index = Arc::new(index);
                     state.generation += 1;
                     state.listing_started = Some(started);
@@ -474,6 +492,7 @@ impl PodSource {
                         );
                     }
                     state.last_error = Some(message);
+                    state.stats.listings_failed += 1;
                     RETRY_INTERVAL
                 }
             };

@@ -29,7 +29,7 @@ use crate::{
     ebpf::{HttpEvent, HttpEvents},
     encode::spans_json,
     export::otlp::OtlpExporter,
-    metadata::{kube_api::PodSource, Metadata},
+    metadata::{kube_api::PodSource, Metadata, ProcessMetadata},
 };
 
 /// Least time between two reads of the ring buffer while records keep coming: each read takes
@@ -352,7 +352,8 @@ struct Resources {
     service_name: Option<String>,
     host_name: String,
     metadata: Metadata,
-    by_pid: HashMap<u32, Arc<Resource>>,
+    /// Each process's resource and the metadata it was built from.
+    by_pid: HashMap<u32, (Arc<Resource>, ProcessMetadata)>,
 }
 
 impl Resources {
@@ -370,7 +371,7 @@ impl Resources {
     /// The resource of `pid`; `comm` (the thread the kernel saw) names it when the process is
     /// already gone.
     fn get(&mut self, pid: u32, comm: &str) -> Arc<Resource> {
-        if let Some(resource) = self.by_pid.get(&pid) {
+        if let Some((resource, _)) = self.by_pid.get(&pid) {
             return resource.clone();
         }
         let process_name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
@@ -408,21 +409,26 @@ impl Resources {
             service_name,
             attributes,
         });
-        self.by_pid.insert(pid, resource.clone());
+        let metadata = metadata.clone();
+        self.by_pid.insert(pid, (resource.clone(), metadata));
         resource
     }
 
-    /// Forgets exited processes (pids are recycled).
+    /// Forgets exited processes (pids are recycled), and the resources of processes whose
+    /// metadata changed since (names that came late, a new API server listing): their next span
+    /// builds the resource again, as profiles get the new names at their next upload.
     fn prune(&mut self) {
-        let gone: Vec<u32> = self
-            .by_pid
-            .keys()
-            .copied()
-            .filter(|&pid| !process_exists(pid))
-            .collect();
-        for pid in gone {
+        let mut stale = Vec::new();
+        for (&pid, (_, built_from)) in &self.by_pid {
+            if !process_exists(pid) {
+                self.metadata.forget(pid);
+                stale.push(pid);
+            } else if self.metadata.for_pid(pid) != built_from {
+                stale.push(pid);
+            }
+        }
+        for pid in stale {
             self.by_pid.remove(&pid);
-            self.metadata.forget(pid);
         }
     }
 }

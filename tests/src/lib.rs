@@ -590,6 +590,27 @@ impl Drop for Background {
     }
 }
 
+/// A `profiler-server` keeping its store in `dir/data`, on free loopback ports, once it answers
+/// `/readyz`: the process and its API and OTLP ports.
+pub fn start_server(dir: &Path) -> (Background, u16, u16) {
+    let (api_port, otlp_port) = (free_port(), free_port());
+    let server = Background::spawn(
+        &server_binary(),
+        &[
+            "--data-dir".to_string(),
+            dir.join("data").display().to_string(),
+            "--listen".to_string(),
+            format!("127.0.0.1:{api_port}"),
+            "--otlp-listen".to_string(),
+            format!("127.0.0.1:{otlp_port}"),
+        ],
+    );
+    eventually("the profiler server", || {
+        (http_get(api_port, "/readyz").0 == 200).then_some(())
+    });
+    (server, api_port, otlp_port)
+}
+
 /// Builds the Go program `source` (standard library only) into `dir/name` and returns its path.
 /// Tests check [`require_tool`] for `go` first.
 pub fn go_build(dir: &Path, source: &str, name: &str) -> PathBuf {

@@ -543,19 +543,8 @@ fn run_sends_spans_red_metrics_and_linked_profiles_to_the_server() {
     }
     let _one = one_at_a_time();
     let dir = TempDir::new("run");
-    let (api_port, otlp_port, app_port) = (free_port(), free_port(), free_port());
-    let telemetry_port = free_port();
-    let server = tests::Background::spawn(
-        &tests::server_binary(),
-        &[
-            "--data-dir".to_string(),
-            dir.path().join("data").display().to_string(),
-            "--listen".to_string(),
-            format!("127.0.0.1:{api_port}"),
-            "--otlp-listen".to_string(),
-            format!("127.0.0.1:{otlp_port}"),
-        ],
-    );
+    let (app_port, telemetry_port) = (free_port(), free_port());
+    let (server, api_port, otlp_port) = tests::start_server(dir.path());
     fs::write(dir.path().join("server.py"), PYTHON_SERVER).expect("server.py");
     let app = tests::Background::spawn(
         Path::new("python3"),
@@ -564,9 +553,6 @@ fn run_sends_spans_red_metrics_and_linked_profiles_to_the_server() {
             app_port.to_string(),
         ],
     );
-    eventually("the profiler server", || {
-        (http_get(api_port, "/readyz").0 == 200).then_some(())
-    });
     eventually("the Python server", || {
         TcpStream::connect((Ipv4Addr::LOCALHOST, app_port)).ok()
     });

@@ -221,21 +221,7 @@ fn run_in_a_pod_names_profiles_from_the_api_server_and_uploads_over_tls() {
         .stdout(Stdio::null());
     let api = spawn_captured(&mut api);
 
-    let (api_port, otlp_port) = (free_port(), free_port());
-    let _server = Background::spawn(
-        &tests::server_binary(),
-        &[
-            "--data-dir".to_string(),
-            dir.path().join("data").display().to_string(),
-            "--listen".to_string(),
-            format!("127.0.0.1:{api_port}"),
-            "--otlp-listen".to_string(),
-            format!("127.0.0.1:{otlp_port}"),
-        ],
-    );
-    eventually("the profiler server", || {
-        (http_get(api_port, "/readyz").0 == 200).then_some(())
-    });
+    let (_server, api_port, _) = tests::start_server(dir.path());
     let tls_port = free_port();
     let _proxy = tls_proxy(dir.path(), &testdata, tls_port, api_port);
     eventually("nginx", || {

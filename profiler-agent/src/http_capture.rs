@@ -360,9 +360,7 @@ impl Resources {
     fn new(service_name: Option<String>, pods: Option<Arc<PodSource>>) -> Resources {
         Resources {
             service_name,
-            host_name: std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|name| name.trim().to_string())
-                .unwrap_or_else(|_| "unknown".to_string()),
+            host_name: crate::metadata::host_name_or_unknown(),
             metadata: Metadata::new(pods),
             by_pid: HashMap::new(),
         }

@@ -88,10 +88,7 @@ const SERVER_OTLP_PORT: u16 = 4317;
 pub fn run(options: RunOptions) -> Result<()> {
     let url = ServerUrl::parse(&options.server)?;
     let tls = if url.tls {
-        let target = match &options.server_ca {
-            Some(file) => TlsTarget::with_ca_file(file, &url.host),
-            None => TlsTarget::with_system_roots(&url.host),
-        };
+        let target = TlsTarget::new(options.server_ca.as_deref(), &url.host);
         Some(target.with_context(|| format!("cannot set up TLS for {}", options.server))?)
     } else {
         None
@@ -141,7 +138,10 @@ pub fn run(options: RunOptions) -> Result<()> {
     let mut metadata = Metadata::new(pods.clone());
     let mut labels = options.labels.clone();
     if !labels.iter().any(|(key, _)| key == "host_name") {
-        labels.push(("host_name".to_string(), host_name()));
+        labels.push((
+            "host_name".to_string(),
+            crate::metadata::host_name_or_unknown(),
+        ));
     }
     eprintln!(
         "profiling {} at {} Hz; uploading every {} s to {}",
@@ -354,7 +354,7 @@ fn log_capture_status(profiler: &Profiler, capture: &HttpCapture) {
 
 /// The resource of the agent's own metrics.
 fn agent_resource() -> Resource {
-    let host = host_name();
+    let host = crate::metadata::host_name_or_unknown();
     let mut attributes: Vec<Attribute> = vec![
         (
             "service.name".into(),
@@ -379,10 +379,4 @@ fn agent_resource() -> Resource {
         service_name: "profiler-agent".into(),
         attributes,
     }
-}
-
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|name| name.trim().to_string())
-        .unwrap_or_else(|_| "unknown".to_string())
 }

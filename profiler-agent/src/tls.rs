@@ -53,18 +53,11 @@ pub struct TlsTarget {
 }
 
 impl TlsTarget {
-    /// Trusts the PEM certificates of `ca_file` (every one of them is a root).
-    pub fn with_ca_file(ca_file: &Path, host: &str) -> Result<TlsTarget, TlsError> {
-        let pem = fs::read(ca_file).map_err(|source| TlsError::Read {
-            path: ca_file.to_path_buf(),
-            source,
-        })?;
-        TlsTarget::with_ca_pem(&pem, ca_file, host)
-    }
-
-    /// Trusts the system's CA bundle ([`system_ca_file`]).
-    pub fn with_system_roots(host: &str) -> Result<TlsTarget, TlsError> {
-        TlsTarget::with_ca_file(&system_ca_file()?, host)
+    /// Trusts the PEM certificates of `ca_file` (every one of them is a root), or the system's
+    /// bundle ([`system_ca_file`]) when `None`.
+    pub fn new(ca_file: Option<&Path>, host: &str) -> Result<TlsTarget, TlsError> {
+        let (path, pem) = read_ca_bundle(ca_file)?;
+        TlsTarget::with_ca_pem(&pem, &path, host)
     }
 
     fn with_ca_pem(pem: &[u8], source: &Path, host: &str) -> Result<TlsTarget, TlsError> {
@@ -113,13 +106,17 @@ pub fn system_ca_file() -> Result<PathBuf, TlsError> {
         .ok_or(TlsError::NoSystemBundle)
 }
 
-/// The PEM certificates of `ca_file`, or of the system's bundle when `None`.
-pub fn read_ca_bundle(ca_file: Option<&Path>) -> Result<Vec<u8>, TlsError> {
+/// The PEM certificates of `ca_file`, or of the system's bundle when `None`, and the file they
+/// came from.
+pub fn read_ca_bundle(ca_file: Option<&Path>) -> Result<(PathBuf, Vec<u8>), TlsError> {
     let path = match ca_file {
         Some(path) => path.to_path_buf(),
         None => system_ca_file()?,
     };
-    fs::read(&path).map_err(|source| TlsError::Read { path, source })
+    match fs::read(&path) {
+        Ok(pem) => Ok((path, pem)),
+        Err(source) => Err(TlsError::Read { path, source }),
+    }
 }
 
 /// rustls on *ring*. rustls 0.23.48 deprecates that provider for lacking post-quantum key
@@ -282,17 +279,16 @@ pub(crate) mod tests {
     fn system_roots_and_bad_bundles() {
         // The machine's bundle (ca-certificates) loads.
         if SYSTEM_CA_FILES.iter().any(|path| Path::new(path).exists()) {
-            TlsTarget::with_system_roots("example.com").expect("system roots");
+            TlsTarget::new(None, "example.com").expect("system roots");
         }
         let empty = std::env::temp_dir().join(format!("profiler-empty-ca-{}", std::process::id()));
         fs::write(&empty, "not a certificate\n").expect("write");
-        let error = TlsTarget::with_ca_file(&empty, "x").expect_err("no certificate");
+        let error = TlsTarget::new(Some(&empty), "x").expect_err("no certificate");
         assert!(
             error.to_string().contains("no usable certificate"),
             "{error}"
         );
-        let error =
-            TlsTarget::with_ca_file(Path::new("/nonexistent.crt"), "x").expect_err("missing");
+        let error = TlsTarget::new(Some(Path::new("/nonexistent.crt")), "x").expect_err("missing");
         assert!(error.to_string().contains("/nonexistent.crt"), "{error}");
         assert_eq!(authority("::1", 443), "[::1]:443");
         assert_eq!(authority("example.com", 80), "example.com:80");

@@ -518,7 +518,7 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec()
         });
         let url = ServerUrl::parse(&format!("https://localhost:{port}/base")).expect("url");
-        let tls = TlsTarget::with_ca_file(&crate::tls::tests::ca_file("upload"), "localhost")
+        let tls = TlsTarget::new(Some(&crate::tls::tests::ca_file("upload")), "localhost")
             .expect("test CA");
         let uploader = Uploader::start(url, Some(tls), Some("t0k".into()), 1 << 20);
         uploader.push(upload(b"first"));
@@ -543,7 +543,7 @@ mod tests {
         });
         let url = ServerUrl::parse(&format!("https://127.0.0.1:{port}")).expect("url");
         // The machine's CAs did not sign the test certificate.
-        let Ok(tls) = TlsTarget::with_system_roots("127.0.0.1") else {
+        let Ok(tls) = TlsTarget::new(None, "127.0.0.1") else {
             return;
         };
         let uploader = Uploader::start(url, Some(tls), None, 1 << 20);

@@ -22,6 +22,7 @@ use std::{
 use super::pod_list::PodIndex;
 use crate::{
     capture::http1,
+    export::http::{ServerUrl, UrlError},
     tls::{self, TlsError, TlsTarget},
 };
 
@@ -172,22 +173,15 @@ impl KubeApi {
             url: url.to_string(),
             why,
         };
-        let authority = url
-            .strip_prefix("https://")
-            .ok_or_else(|| bad("it must start with https://"))?
-            .trim_end_matches('/');
-        if authority.is_empty() || authority.contains('/') {
+        let server =
+            ServerUrl::parse(url).map_err(|UrlError::Unsupported { reason, .. }| bad(reason))?;
+        if !server.tls {
+            return Err(bad("it must start with https://"));
+        }
+        if !server.base_path.is_empty() {
             return Err(bad("only https://HOST[:PORT] is supported, without a path"));
         }
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) if !port.contains(']') => (
-                host,
-                port.parse().map_err(|_| bad("the port is not a number"))?,
-            ),
-            _ => (authority, 443),
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        KubeApi::new(host, port, credentials)
+        KubeApi::new(&server.host, server.port, credentials)
     }
 
     /// `host` (a name or an IP address, without brackets) and `port`, with `ca.crt` and `token`
@@ -198,7 +192,7 @@ impl KubeApi {
         Ok(KubeApi {
             host: host.to_string(),
             port,
-            tls: TlsTarget::with_ca_file(&credentials.join("ca.crt"), host)?,
+            tls: TlsTarget::new(Some(&credentials.join("ca.crt")), host)?,
             token_file,
         })
     }

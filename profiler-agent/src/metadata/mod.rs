@@ -145,11 +145,18 @@ pub fn node_name() -> Option<String> {
     std::env::var("NODE_NAME")
         .ok()
         .filter(|name| !name.trim().is_empty())
-        .or_else(|| {
-            fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|name| name.trim().to_string())
-        })
+        .or_else(host_name)
+}
+
+/// This machine's (or this container's UTS namespace's) hostname; "unknown" when unreadable.
+pub fn host_name_or_unknown() -> String {
+    host_name().unwrap_or_else(|| "unknown".to_string())
+}
+
+fn host_name() -> Option<String> {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
 }
 
 impl Metadata {

@@ -418,7 +418,7 @@ fn endpoint(text: &str, ca_file: Option<&Path>) -> Result<Endpoint, OtlpError> {
         .user_agent(format!("{SCOPE_NAME}/{}", env!("CARGO_PKG_VERSION")))
         .map_err(|_| invalid("cannot build the user agent"))?;
     if tls {
-        let pem =
+        let (_, pem) =
             crate::tls::read_ca_bundle(ca_file).map_err(|error| invalid(&error.to_string()))?;
         endpoint = endpoint
             .tls_config(

@@ -322,6 +322,7 @@ fn drained(addresses: &[Address]) -> Drained {
             comm,
             trace_id: [0; 16],
             span_id: [0; 8],
+            time_ns: 0,
         };
         counts.push((key, 1));
     }

@@ -2,9 +2,13 @@
 //! symbolizer. `record` drains it until it stops and writes one profile; `run` takes a profile
 //! every upload interval and keeps going.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    sync::PoisonError,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use crate::{
+    capture::stream_windows::SharedWindows,
     collect::Collector,
     ebpf::{HttpEvents, KernelStats, MappingWatcher, Sampler, SamplerError, SamplerOptions},
     profile::Profile,
@@ -22,6 +26,8 @@ pub struct Profiler {
     window_start_ns: u64,
     /// Distinct sample keys of the last drain (how full the counts map got).
     last_drain_keys: usize,
+    /// The HTTP capture's server streams, once it runs: links samples of HTTP/2 servers.
+    stream_windows: Option<SharedWindows>,
 }
 
 /// Highest sampling frequency accepted: 10 kHz per CPU is already far past useful.
@@ -85,6 +91,17 @@ pub fn unix_now_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// `CLOCK_MONOTONIC` now, the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_now_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes a timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
 impl Profiler {
     /// Starts the mapping watcher, then the sampler, so the mappings of every process sampled
     /// from now on are known even if it exits before the next drain.
@@ -108,6 +125,7 @@ impl Profiler {
             period_ns: 1_000_000_000 / options.frequency_hz.max(1),
             window_start_ns: unix_now_ns(),
             last_drain_keys: 0,
+            stream_windows: None,
         })
     }
 
@@ -116,9 +134,13 @@ impl Profiler {
         (self.last_drain_keys, self.sampler.counts_capacity())
     }
 
-    /// Turns the HTTP capture on (see [`Sampler::start_http_capture`]).
-    pub fn start_http_capture(&mut self) -> Result<HttpEvents, SamplerError> {
-        self.sampler.start_http_capture()
+    /// Turns the HTTP capture on (see [`Sampler::start_http_capture`]). The capture thread
+    /// publishes its HTTP/2 server streams into the windows returned with the events.
+    pub fn start_http_capture(&mut self) -> Result<(HttpEvents, SharedWindows), SamplerError> {
+        let events = self.sampler.start_http_capture()?;
+        let windows = SharedWindows::default();
+        self.stream_windows = Some(windows.clone());
+        Ok((events, windows))
     }
 
     /// Moves what the kernel gathered since the last call into the collector: mapping events
@@ -127,10 +149,26 @@ impl Profiler {
         if let Some(watcher) = &mut self.watcher {
             self.collector.processes.apply(&watcher.read());
         }
+        let now = monotonic_now_ns();
         let drained = self.sampler.drain()?;
         self.last_drain_keys = drained.counts.len();
         self.collector.absorb(drained);
+        self.link_waiting_at(now);
         Ok(())
+    }
+
+    /// Links the samples waiting in the collector to the streams the capture has published so
+    /// far; once the capture has stopped, every one is decided.
+    pub fn link_waiting(&mut self) {
+        self.link_waiting_at(monotonic_now_ns());
+    }
+
+    fn link_waiting_at(&mut self, now_ns: u64) {
+        let mut windows = self
+            .stream_windows
+            .as_ref()
+            .map(|w| w.lock().unwrap_or_else(PoisonError::into_inner));
+        self.collector.link_waiting(windows.as_deref_mut(), now_ns);
     }
 
     /// Symbolizes everything collected since the last call and starts a new window.

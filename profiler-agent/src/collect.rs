@@ -7,7 +7,16 @@ use std::collections::HashMap;
 use profiler_common::SampleKey;
 use profiler_common::{stack_error, COMM_LEN};
 
-use crate::{ebpf::Drained, process::ProcessTable};
+use crate::{
+    capture::stream_windows::{Link, StreamWindows},
+    ebpf::Drained,
+    process::ProcessTable,
+};
+
+/// Longest a sample of an HTTP/2 server thread waits for the stream it may belong to (a stream
+/// still open, records not read yet); then it goes into the profile unlinked. Streams longer
+/// than this get only their last seconds of samples.
+const MAX_LINK_WAIT_NS: u64 = 10_000_000_000;
 
 /// One side (user or kernel) of a sampled stack.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -107,9 +116,47 @@ pub fn hex(bytes: &[u8]) -> String {
 #[derive(Debug, Default)]
 pub struct Collector {
     pub samples: HashMap<RawSample, u64>,
+    /// Samples of HTTP/2 server processes (the kernel stamped their time) waiting for
+    /// [`Collector::link_waiting`] to find the stream their thread was answering.
+    pub waiting: Vec<WaitingSample>,
+    /// What became of those samples.
+    pub links: LinkCounts,
     pub processes: ProcessTable,
     /// Map entries that could not be read back while draining.
     pub read_errors: u64,
+}
+
+impl std::fmt::Display for LinkCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "http/2 server samples: {} linked to the stream their thread answered, {} in two \
+             streams at once, {} outside streams, {} waited too long",
+            self.linked, self.ambiguous, self.outside, self.expired
+        )
+    }
+}
+
+/// A sample stamped with its time, not yet linked.
+#[derive(Debug)]
+pub struct WaitingSample {
+    pub sample: RawSample,
+    /// `CLOCK_MONOTONIC` nanoseconds.
+    pub time_ns: u64,
+    pub count: u64,
+}
+
+/// Samples of HTTP/2 server threads, by what linking them found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkCounts {
+    /// Linked to the one stream their thread was answering.
+    pub linked: u64,
+    /// In the windows of two streams of their thread: not linked.
+    pub ambiguous: u64,
+    /// Their thread answered no stream then.
+    pub outside: u64,
+    /// Waited [`MAX_LINK_WAIT_NS`] for a stream still open: not linked.
+    pub expired: u64,
 }
 
 impl Collector {
@@ -117,7 +164,7 @@ impl Collector {
     pub fn absorb(&mut self, drained: Drained) {
         self.read_errors += drained.read_errors;
         for (key, count) in drained.counts {
-            let sample = RawSample {
+            let mut sample = RawSample {
                 pid: key.pid,
                 tid: key.tid,
                 comm: comm_to_string(&key.comm),
@@ -128,8 +175,61 @@ impl Collector {
             if let RawStack::Frames(frames) = &sample.user {
                 self.processes.observe(sample.pid, frames.iter().copied());
             }
+            if key.time_ns != 0 {
+                sample.span = None;
+                self.waiting.push(WaitingSample {
+                    sample,
+                    time_ns: key.time_ns,
+                    count,
+                });
+                continue;
+            }
             *self.samples.entry(sample).or_default() += count;
         }
+    }
+
+    /// Moves the waiting samples whose stream is known (or known to be none) into the samples,
+    /// linked to it. `windows` is `None` without an HTTP capture: nothing is linked then.
+    /// `now_ns` (`CLOCK_MONOTONIC`, taken before the drain) bounds what later samples can need:
+    /// windows that ended before it and before every sample still waiting are forgotten.
+    pub fn link_waiting(&mut self, windows: Option<&mut StreamWindows>, now_ns: u64) {
+        let mut still = Vec::new();
+        for waiting in std::mem::take(&mut self.waiting) {
+            let WaitingSample {
+                mut sample,
+                time_ns,
+                count,
+            } = waiting;
+            let link = windows
+                .as_deref()
+                .map_or(Link::None, |w| w.link(sample.pid, sample.tid, time_ns));
+            let counter = match link {
+                Link::Stream(link) => {
+                    sample.span = Some(link);
+                    &mut self.links.linked
+                }
+                Link::Ambiguous => &mut self.links.ambiguous,
+                Link::None => &mut self.links.outside,
+                Link::Pending if now_ns.saturating_sub(time_ns) > MAX_LINK_WAIT_NS => {
+                    &mut self.links.expired
+                }
+                Link::Pending => {
+                    still.push(WaitingSample {
+                        sample,
+                        time_ns,
+                        count,
+                    });
+                    continue;
+                }
+            };
+            *counter += count;
+            *self.samples.entry(sample).or_default() += count;
+        }
+        if let Some(windows) = windows {
+            let oldest = still.iter().map(|w| w.time_ns).min().unwrap_or(now_ns);
+            windows.forget_before(oldest.min(now_ns));
+        }
+        self.waiting = still;
     }
 
     /// Total samples accumulated.
@@ -192,6 +292,7 @@ pub fn test_key(pid: u32, tid: u32, comm: &str, user: i64, kernel: i64) -> Sampl
         comm: bytes,
         trace_id: [0; 16],
         span_id: [0; 8],
+        time_ns: 0,
     }
 }
 
@@ -243,6 +344,82 @@ mod tests {
             RawStack::Lost(StackLoss::CaptureFailed)
         );
         assert_eq!(resolve_stack(0, stack_error::NONE, &stacks), RawStack::None);
+    }
+
+    #[test]
+    fn stamped_samples_wait_for_their_stream_then_carry_its_link() {
+        use crate::capture::stream_windows::ServedStream;
+        const S: u64 = 1_000_000_000;
+        let mut stacks = HashMap::new();
+        stacks.insert(1, vec![0x10]);
+        let stamped = |tid: u32, time_ns: u64| SampleKey {
+            time_ns,
+            ..test_key(999_999, tid, "server", 1, 0)
+        };
+        let mut collector = Collector::default();
+        collector.absorb(Drained {
+            counts: vec![
+                (stamped(7, 10 * S), 1),
+                (stamped(7, 11 * S), 1),
+                (stamped(8, 10 * S), 2),
+                (test_key(999_999, 7, "server", 1, 0), 5),
+            ],
+            stacks,
+            read_errors: 0,
+        });
+        assert_eq!(collector.waiting.len(), 3);
+        assert_eq!(
+            collector.total(),
+            5,
+            "stamped samples wait outside the totals"
+        );
+
+        let link = SpanLink {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+        };
+        let mut windows = StreamWindows::default();
+        windows.add(&ServedStream {
+            pid: 999_999,
+            threads: vec![7],
+            start_ns: 9 * S,
+            end_ns: 10 * S + 1,
+            link,
+        });
+        // Read up to 10.5 s: the sample at 11 s waits, those at 10 s are decided.
+        windows.progress(10 * S + S / 2, HashMap::new());
+        collector.link_waiting(Some(&mut windows), 12 * S);
+        assert_eq!(collector.waiting.len(), 1);
+        assert_eq!(collector.waiting[0].time_ns, 11 * S);
+        assert_eq!(
+            collector.links,
+            LinkCounts {
+                linked: 1,
+                outside: 2,
+                ..LinkCounts::default()
+            }
+        );
+        let linked = RawSample {
+            pid: 999_999,
+            tid: 7,
+            comm: "server".into(),
+            user: RawStack::Frames(vec![0x10]),
+            kernel: RawStack::None,
+            span: Some(link),
+        };
+        assert_eq!(collector.samples[&linked], 1);
+        assert_eq!(collector.total(), 8);
+        // The window ended before the oldest waiting sample: forgotten.
+        assert_eq!(windows.window_count(), 0);
+
+        // Past the longest wait, a sample goes in unlinked.
+        windows.progress(0, HashMap::from([(999_999, 0)]));
+        collector.link_waiting(Some(&mut windows), 11 * S + MAX_LINK_WAIT_NS);
+        assert_eq!(collector.waiting.len(), 1, "not yet");
+        collector.link_waiting(Some(&mut windows), 11 * S + MAX_LINK_WAIT_NS + 1);
+        assert!(collector.waiting.is_empty());
+        assert_eq!(collector.links.expired, 1);
+        assert_eq!(collector.total(), 9);
     }
 
     #[test]

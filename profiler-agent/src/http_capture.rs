@@ -9,7 +9,7 @@ use std::{
     path::PathBuf,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc, Mutex,
+        Arc, Mutex, PoisonError,
     },
     thread::{self, JoinHandle},
     time::{Duration, Instant},
@@ -19,12 +19,13 @@ use anyhow::{Context, Result};
 use profiler_common::{http_event, http_protocol};
 
 use crate::{
-    agent::{process_exists, unix_now_ns},
+    agent::{monotonic_now_ns, process_exists, unix_now_ns},
     capture::{
         assemble::{Assembler, Clock, ExchangeRecord},
         h2::H2Assembler,
         red::{DurationMetric, RedAggregator},
         span::{AttrValue, Attribute, Resource, Span, SpanKind},
+        stream_windows::SharedWindows,
     },
     ebpf::{HttpEvent, HttpEvents},
     encode::spans_json,
@@ -121,8 +122,12 @@ pub struct HttpCapture {
 
 impl HttpCapture {
     /// Starts the thread. The spans file is created before this returns, so a bad path fails
-    /// early.
-    pub fn start(events: HttpEvents, sinks: CaptureSinks) -> Result<HttpCapture> {
+    /// early. Finished HTTP/2 server streams are published into `windows`.
+    pub fn start(
+        events: HttpEvents,
+        windows: SharedWindows,
+        sinks: CaptureSinks,
+    ) -> Result<HttpCapture> {
         let file = match &sinks.spans_file {
             Some(path) => {
                 Some(BufWriter::new(File::create(path).with_context(|| {
@@ -137,6 +142,7 @@ impl HttpCapture {
             events,
             assembler: Assembler::default(),
             h2: H2Assembler::default(),
+            windows,
             red: RedAggregator::new(sinks.max_series_per_service),
             resources: Resources::new(sinks.service_name.clone(), sinks.pods.clone()),
             file,
@@ -174,6 +180,7 @@ struct Worker {
     events: HttpEvents,
     assembler: Assembler,
     h2: H2Assembler,
+    windows: SharedWindows,
     red: RedAggregator,
     resources: Resources,
     file: Option<BufWriter<File>>,
@@ -196,6 +203,7 @@ impl Worker {
                 clock = read_clock();
                 clock_read_at = Instant::now();
             }
+            let read_from_ns = monotonic_now_ns();
             let (assembler, h2, resources) =
                 (&mut self.assembler, &mut self.h2, &mut self.resources);
             let read = self.events.for_each(|event| match event {
@@ -221,16 +229,18 @@ impl Worker {
             self.counters
                 .records
                 .fetch_add(read as u64, Ordering::Relaxed);
+            let idle_check = Instant::now() >= next_idle_check;
             if stopping {
                 self.assembler.finish_all(&mut spans);
                 self.h2.finish_all();
-            } else if Instant::now() >= next_idle_check {
+            } else if idle_check {
                 self.assembler
                     .finish_idle(monotonic_now_ns(), &process_exists, &mut spans);
                 self.h2.forget_dead(&process_exists);
                 self.resources.prune();
                 next_idle_check = Instant::now() + IDLE_CHECK_INTERVAL;
             }
+            self.publish_streams(read_from_ns, stopping, idle_check);
             self.deliver(&mut spans);
             if stopping || next_metrics.is_some_and(|next| Instant::now() >= next) {
                 if let Some(otlp) = &self.sinks.otlp {
@@ -267,6 +277,24 @@ impl Worker {
             }
         }
         Ok(())
+    }
+
+    /// Hands the finished HTTP/2 server streams to the profiler's sample linking; with
+    /// `progress`, also how far the capture has read and which streams are still open (a scan
+    /// of every connection, so not on every read).
+    fn publish_streams(&mut self, read_from_ns: u64, stopping: bool, progress: bool) {
+        if self.h2.served.is_empty() && !stopping && !progress {
+            return;
+        }
+        let mut windows = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
+        for stream in self.h2.served.drain(..) {
+            windows.add(&stream);
+        }
+        if stopping {
+            windows.complete();
+        } else if progress {
+            windows.progress(read_from_ns, self.h2.open_server_streams());
+        }
     }
 
     /// Hands finished spans to the sinks and updates the counters.
@@ -429,17 +457,6 @@ impl Resources {
             self.by_pid.remove(&pid);
         }
     }
-}
-
-/// `CLOCK_MONOTONIC` now, the clock of `bpf_ktime_get_ns`.
-fn monotonic_now_ns() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes a timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
 /// The offset from monotonic to Unix time, read as a pair of close clock readings.

@@ -182,6 +182,12 @@ pub fn run(options: RecordOptions) -> Result<u8> {
             kernel.get(Stat::HttpConnsFull),
             kernel.get(Stat::HttpUnrecognized),
         );
+        // The capture has published its last streams: every waiting sample is decided now.
+        profiler.link_waiting();
+        let links = profiler.collector.links;
+        if kernel.get(Stat::TimedSamples) > 0 {
+            eprintln!("{links}");
+        }
     }
     if let Target::Command(child) = &mut target {
         if command_status.is_none() {
@@ -254,11 +260,12 @@ pub fn run(options: RecordOptions) -> Result<u8> {
 
 /// Turns the HTTP capture on, writing spans to `path`.
 fn start_capture(profiler: &mut Profiler, path: &Path) -> Result<HttpCapture> {
-    let events = profiler
+    let (events, windows) = profiler
         .start_http_capture()
         .context("cannot start the HTTP capture")?;
     HttpCapture::start(
         events,
+        windows,
         CaptureSinks {
             otlp: None,
             spans_file: Some(path.to_path_buf()),

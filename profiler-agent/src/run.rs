@@ -121,7 +121,7 @@ pub fn run(options: RunOptions) -> Result<()> {
         follow_children: options.follow_children,
     })
     .context("cannot start the CPU sampler")?;
-    let (capture, otlp) = match &options.http {
+    let (mut capture, mut otlp) = match &options.http {
         Some(http) => start_capture(&mut profiler, http, &url, &options, &pods).unzip(),
         None => (None, None),
     };
@@ -173,6 +173,7 @@ pub fn run(options: RunOptions) -> Result<()> {
                 uploads: uploader.stats(),
                 upload_queue_capacity_bytes: options.max_queue_bytes,
                 capture: capture.as_ref().map(|c| &*c.counters),
+                sample_links: profiler.collector.links,
                 otlp: otlp_stats.as_deref(),
                 kube: pods.as_ref().map(|pods| pods.stats()),
             });
@@ -192,6 +193,20 @@ pub fn run(options: RunOptions) -> Result<()> {
             }
         }
         let stopping = signals::stop_requested();
+        if stopping {
+            eprintln!("stopping: sending what is queued (up to 5 s each for spans and profiles)");
+            // The capture publishes its last streams as it stops: stopped before the last
+            // profile, it lets every waiting sample in. It flushes and shuts the exporter
+            // down: let go of that first.
+            otlp = None;
+            if let Some(capture) = capture.take() {
+                log_capture_status(&profiler, &capture);
+                if let Err(error) = capture.stop() {
+                    eprintln!("warning: the HTTP capture did not stop cleanly: {error:#}");
+                }
+            }
+            profiler.link_waiting();
+        }
         if Instant::now() >= next_upload || stopping {
             uploaded_samples +=
                 queue_profiles(&mut profiler, &mut metadata, &uploader, &options, &labels)?;
@@ -209,14 +224,6 @@ pub fn run(options: RunOptions) -> Result<()> {
         }
         if stopping {
             break;
-        }
-    }
-    eprintln!("stopping: sending what is queued (up to 5 s)");
-    // The capture flushes and shuts the exporter down: let go of it first.
-    drop(otlp);
-    if let Some(capture) = capture {
-        if let Err(error) = capture.stop() {
-            eprintln!("warning: the HTTP capture did not stop cleanly: {error:#}");
         }
     }
     let (sent, unsent) = uploader.shutdown(Duration::from_secs(5));
@@ -314,9 +321,10 @@ fn start_capture(
         otlp.auth_token = options.auth_token.clone();
         otlp.max_queued_spans = http.max_queued_spans;
         let exporter = Arc::new(OtlpExporter::start(otlp)?);
-        let events = profiler.start_http_capture()?;
+        let (events, windows) = profiler.start_http_capture()?;
         let capture = HttpCapture::start(
             events,
+            windows,
             CaptureSinks {
                 otlp: Some(exporter.clone()),
                 spans_file: None,
@@ -350,6 +358,10 @@ fn log_capture_status(profiler: &Profiler, capture: &HttpCapture) {
         kernel.get(Stat::HttpConnsFull),
         kernel.get(Stat::HttpArgsFull),
     );
+    let links = profiler.collector.links;
+    if kernel.get(Stat::TimedSamples) > 0 {
+        eprintln!("{links}");
+    }
 }
 
 /// The resource of the agent's own metrics.

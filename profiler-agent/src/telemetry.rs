@@ -24,6 +24,7 @@ use profiler_common::Stat;
 
 use crate::{
     capture::http1,
+    collect::LinkCounts,
     ebpf::KernelStats,
     export::{http::UploadStats, otlp::OtlpStats},
     http_capture::CaptureCounters,
@@ -314,6 +315,8 @@ pub struct AgentState<'a> {
     pub uploads: &'a UploadStats,
     pub upload_queue_capacity_bytes: usize,
     pub capture: Option<&'a CaptureCounters>,
+    /// Samples of HTTP/2 servers, by what linking them to streams found.
+    pub sample_links: LinkCounts,
     pub otlp: Option<&'a OtlpStats>,
     /// The Kubernetes API server's listings, when the agent asks it.
     pub kube: Option<PodSourceStats>,
@@ -336,6 +339,22 @@ pub fn agent_metrics(state: &AgentState<'_>) -> Exposition {
         &[],
         k(Stat::SamplesInSpan),
     );
+    let links = &state.sample_links;
+    for (result, n) in [
+        ("linked", links.linked),
+        ("ambiguous", links.ambiguous),
+        ("outside_streams", links.outside),
+        ("expired", links.expired),
+    ] {
+        page.counter(
+            "profiler_agent_http2_server_samples_total",
+            "CPU samples of HTTP/2 server processes, by whether they were linked to the stream \
+             their thread was answering (ambiguous: two streams at once; expired: the stream \
+             stayed open too long).",
+            &[("result", result)],
+            n,
+        );
+    }
     page.counter(
         "profiler_agent_samples_lost_total",
         "CPU samples lost, by reason.",
@@ -613,6 +632,7 @@ mod tests {
             uploads: &uploads,
             upload_queue_capacity_bytes: 1,
             capture: None,
+            sample_links: LinkCounts::default(),
             otlp: None,
             kube,
         };

@@ -95,6 +95,12 @@ pub const MAP_HTTP_EVENTS: &str = "HTTP_EVENTS";
 /// Array where the kernel assembles an [`H2Chunk`], one entry per CPU id: the agent sizes it to
 /// the possible CPUs (per-CPU maps cannot hold values this large).
 pub const MAP_H2_SCRATCH: &str = "H2_SCRATCH";
+/// Processes that serve HTTP/2 (read a client connection preface): `pid` (u32) → `u8` (LRU).
+/// The sampler stamps their samples with [`SampleKey::time_ns`]: the kernel cannot read HPACK,
+/// so only user space can tell which stream a thread was answering.
+pub const MAP_H2_SERVERS: &str = "H2_SERVERS";
+/// Capacity of [`MAP_H2_SERVERS`].
+pub const H2_SERVERS_MAX_ENTRIES: u32 = 4_096;
 /// Program array whose slot 0 the HTTP/2 exit path tail-calls to send the further records of
 /// a syscall that moved more bytes than one [`H2Chunk`] holds; the agent puts
 /// [`PROG_H2_CONTINUE`] there.
@@ -149,7 +155,7 @@ pub mod stack_error {
     pub const CAPTURE_FAILED: i32 = 3;
 }
 
-/// Key of one aggregated sample. 48 bytes, no padding.
+/// Key of one aggregated sample. 80 bytes, no padding.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SampleKey {
@@ -171,6 +177,10 @@ pub struct SampleKey {
     /// when none.
     pub trace_id: [u8; 16],
     pub span_id: [u8; 8],
+    /// When the sample was taken (`CLOCK_MONOTONIC`), for a thread of an HTTP/2 server (see
+    /// [`MAP_H2_SERVERS`]) without a trace context: user space links it to the stream the
+    /// thread was answering then. 0 for every other sample, so those aggregate in the kernel.
+    pub time_ns: u64,
 }
 
 /// Value of [`MAP_TRACES_CTX`] (OBI's `obi_ctx_info_t`). 24 bytes, no padding.
@@ -463,11 +473,14 @@ pub enum Stat {
     HttpUnrecognized,
     /// HTTP/2 connections followed from their connection preface.
     Http2Connections,
+    /// Samples of HTTP/2 server processes sent with their time, one key each, for user space
+    /// to link to streams (see [`SampleKey::time_ns`]).
+    TimedSamples,
 }
 
 impl Stat {
     /// Number of counters in [`MAP_STATS`].
-    pub const COUNT: u32 = Stat::Http2Connections as u32 + 1;
+    pub const COUNT: u32 = Stat::TimedSamples as u32 + 1;
 }
 
 #[cfg(feature = "user")]
@@ -498,7 +511,7 @@ mod tests {
     fn abi_types_have_no_padding() {
         assert_eq!(
             size_of::<SampleKey>(),
-            4 + 4 + 8 + 8 + 4 + 4 + COMM_LEN + 16 + 8
+            4 + 4 + 8 + 8 + 4 + 4 + COMM_LEN + 16 + 8 + 8
         );
         assert_eq!(size_of::<Config>(), 6 * 4);
         assert_eq!(size_of::<TraceCtx>(), 24);

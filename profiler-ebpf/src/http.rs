@@ -31,8 +31,8 @@ use aya_ebpf::{
 use profiler_common::{
     http_event, http_flags, http_phase, http_protocol, http_role, ConnKey, H2Chunk, HttpExchange,
     Stat, TraceCtx, COMM_LEN, H2_BUFFER_HEAD, H2_CHUNK_BYTES, H2_GAPS, H2_IOVECS,
-    HTTP_CONNS_MAX_ENTRIES, HTTP_EVENTS_BYTES, HTTP_EVENTS_WAKEUP_BYTES, MORE_INTERVAL_NS,
-    REQUEST_CAPTURE_BYTES, RESPONSE_CAPTURE_BYTES, SYSCALL_ARGS_MAX_ENTRIES,
+    H2_SERVERS_MAX_ENTRIES, HTTP_CONNS_MAX_ENTRIES, HTTP_EVENTS_BYTES, HTTP_EVENTS_WAKEUP_BYTES,
+    MORE_INTERVAL_NS, REQUEST_CAPTURE_BYTES, RESPONSE_CAPTURE_BYTES, SYSCALL_ARGS_MAX_ENTRIES,
     TRACES_CTX_MAX_ENTRIES,
 };
 
@@ -82,6 +82,12 @@ static SYSCALL_ARGS: LruHashMap<u64, SyscallArgs> =
 #[map(name = "traces_ctx_v1")]
 pub(crate) static TRACES_CTX: LruHashMap<u64, TraceCtx> =
     LruHashMap::with_max_entries(TRACES_CTX_MAX_ENTRIES, 0);
+
+/// Processes that read an HTTP/2 client connection preface: the sampler stamps their samples
+/// with the time (see `SampleKey::time_ns`).
+#[map]
+pub(crate) static H2_SERVERS: LruHashMap<u32, u8> =
+    LruHashMap::with_max_entries(H2_SERVERS_MAX_ENTRIES, 0);
 
 #[map]
 static HTTP_CONNS: LruHashMap<ConnKey, HttpExchange> =
@@ -367,6 +373,9 @@ fn try_on_data_exit(ctx: &TracePointContext, write: bool) -> Option<bool> {
             let role = if write {
                 http_role::CLIENT
             } else {
+                if protocol == http_protocol::HTTP2 {
+                    let _ = H2_SERVERS.insert(&pid, &1, 0);
+                }
                 http_role::SERVER
             };
             new_connection(&key, role, protocol, now)?

@@ -11,7 +11,9 @@ mod http;
 
 use aya_ebpf::{
     bindings::BPF_F_USER_STACK,
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_get_stack},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_get_stack,
+    },
     macros::{map, perf_event, tracepoint},
     maps::{Array, HashMap, PerCpuArray},
     programs::{PerfEventContext, TracePointContext},
@@ -189,6 +191,7 @@ fn try_on_cpu_sample(ctx: &PerfEventContext) {
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
         trace_id: [0; 16],
         span_id: [0; 8],
+        time_ns: 0,
     };
     if config.http_enabled != 0 {
         if let Some(ctx) = http::TRACES_CTX.get_ptr(pid_tgid) {
@@ -197,6 +200,12 @@ fn try_on_cpu_sample(ctx: &PerfEventContext) {
             key.trace_id = ctx.trace_id;
             key.span_id = ctx.span_id;
             count(Stat::SamplesInSpan);
+        } else if http::H2_SERVERS.get_ptr(pid).is_some() {
+            // Which HTTP/2 stream the thread answers is known in user space only: the sample
+            // goes there alone, with its time.
+            // SAFETY: bpf_ktime_get_ns has no preconditions.
+            key.time_ns = unsafe { bpf_ktime_get_ns() };
+            count(Stat::TimedSamples);
         }
     }
 

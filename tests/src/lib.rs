@@ -674,6 +674,43 @@ pub fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// CPU nanoseconds and samples of the profile labelled with `span_id` (and `trace_id`).
+pub fn cpu_of_span(path: &Path, span_id: &str, trace_id: &str) -> (i64, i64) {
+    let bytes = fs::read(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    let profile = profiler_pprof::decode(&bytes).expect("a valid pprof");
+    let string = |index: i64| {
+        profile
+            .string_table
+            .get(usize::try_from(index).unwrap_or(usize::MAX))
+            .map_or("", String::as_str)
+    };
+    let cpu_index = profile
+        .sample_type
+        .iter()
+        .position(|t| string(t.r#type) == "cpu")
+        .expect("a cpu sample type");
+    let mut total = (0, 0);
+    for sample in &profile.sample {
+        let label = |key: &str| {
+            sample
+                .label
+                .iter()
+                .find(|l| string(l.key) == key)
+                .map(|l| string(l.str))
+        };
+        if label("span_id") == Some(span_id) {
+            assert_eq!(
+                label("trace_id"),
+                Some(trace_id),
+                "span and trace labels disagree"
+            );
+            total.0 += sample.value[cpu_index];
+            total.1 += sample.value[0];
+        }
+    }
+    total
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,8 +16,9 @@ use std::{
 
 use serde_json::Value;
 use tests::{
-    attr, duration_ms, expect_success, free_port, http_summary, read_spans, require_sampler,
-    require_tool, skip, start_recording, wait_with_timeout, TempDir, AGENT_TIMEOUT,
+    attr, cpu_of_span, duration_ms, expect_success, free_port, http_summary, read_spans,
+    require_sampler, require_tool, skip, start_recording, wait_with_timeout, TempDir,
+    AGENT_TIMEOUT,
 };
 
 /// One capture at a time: the tests share 2 cores.
@@ -169,7 +170,8 @@ echo $? > "$DIR/server.status"
 "#;
 
 /// What the gRPC client does: sequential SayHello calls, Fail calls, Count calls of
-/// `STREAM_MESSAGES` messages each, concurrent SayHello calls, one Slow call, then Big calls.
+/// `STREAM_MESSAGES` messages each, concurrent SayHello calls, one Slow call, one Burn call
+/// (400 ms of the handler thread's CPU, with a `traceparent`), then Big calls.
 const UNARY: u64 = 200;
 const FAILS: u64 = 20;
 const STREAMS: u64 = 20;
@@ -236,6 +238,7 @@ fn grpcio_calls_are_captured_once_with_method_and_status() {
         (("Fail".to_string(), 5), FAILS),
         (("SayHello".to_string(), 0), UNARY + CONCURRENT),
         (("Slow".to_string(), 0), 1),
+        (("Burn".to_string(), 0), 1),
         (("Big".to_string(), 0), BIG),
     ]);
     assert_eq!(expected, designed, "the client's report: {report}");
@@ -315,7 +318,35 @@ fn grpcio_calls_are_captured_once_with_method_and_status() {
         "the client span of Slow lasts {client_ms} ms: it should cover the server's \
          {server_ms} ms and fit in the {measured_ms} ms the client measured"
     );
+
+    // Burn: the server span continues the trace of the client's `traceparent` metadata, and the
+    // CPU its handler thread burnt is labelled with it, though that thread is not the one that
+    // read the request (grpcio's pollers read; a pool thread runs the handler and answers).
+    let burn = spans
+        .iter()
+        .find(|s| s["kind"] == "server" && attr(s, "rpc.method") == "Burn")
+        .unwrap_or_else(|| panic!("no server span of Burn: {tally}"));
+    assert_eq!(burn["trace_id"], BURN_TRACE_ID, "{burn}");
+    assert_eq!(burn["parent_span_id"], BURN_PARENT_ID, "{burn}");
+    let span_id = burn["span_id"].as_str().expect("span id");
+    let (labelled_ns, labelled_samples) =
+        cpu_of_span(&dir.path().join("profile.pb.gz"), span_id, BURN_TRACE_ID);
+    let labelled_ms = labelled_ns as f64 / 1e6;
+    let links = stderr
+        .lines()
+        .find(|line| line.starts_with("http/2 server samples:"))
+        .unwrap_or_else(|| panic!("no http/2 server samples line:\n{stderr}"));
+    println!("Burn: {labelled_samples} samples, {labelled_ms:.0} ms labelled; {links}");
+    assert!(
+        (320.0..=480.0).contains(&labelled_ms),
+        "samples labelled with the Burn span add up to {labelled_ms:.0} ms \
+         ({labelled_samples} samples), expected 400 ms +- 20 %; {links}"
+    );
 }
+
+/// The trace context the client sends with its Burn call (`greeter_client.py`).
+const BURN_TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const BURN_PARENT_ID: &str = "00f067aa0ba902b7";
 
 /// nginx with cleartext HTTP/2 only (prior knowledge, no upgrade): nginx 1.22's `listen ...
 /// http2` (1.25 moved it to `http2 on;`).

@@ -18,9 +18,9 @@ use std::{
 
 use serde_json::Value;
 use tests::{
-    agent_binary, attr, duration_ms, eventually, expect_success, free_port, http_get, http_summary,
-    read_spans, require_sampler, require_tool, spawn_captured, start_recording, wait_with_timeout,
-    TempDir, AGENT_TIMEOUT,
+    agent_binary, attr, cpu_of_span, duration_ms, eventually, expect_success, free_port, http_get,
+    http_summary, read_spans, require_sampler, require_tool, spawn_captured, start_recording,
+    wait_with_timeout, TempDir, AGENT_TIMEOUT,
 };
 
 /// One capture at a time: the tests share 2 cores, and the CPU-time test needs them.
@@ -444,43 +444,6 @@ fn python_server_and_curl_client_spans_agree_with_the_client() {
         "samples labelled with the /burn span add up to {labelled_ms:.0} ms \
          ({labelled_samples} samples), expected 400 ms +- 20 %"
     );
-}
-
-/// CPU nanoseconds and samples of the profile labelled with `span_id` (and `trace_id`).
-fn cpu_of_span(path: &Path, span_id: &str, trace_id: &str) -> (i64, i64) {
-    let bytes = fs::read(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
-    let profile = profiler_pprof::decode(&bytes).expect("a valid pprof");
-    let string = |index: i64| {
-        profile
-            .string_table
-            .get(usize::try_from(index).unwrap_or(usize::MAX))
-            .map_or("", String::as_str)
-    };
-    let cpu_index = profile
-        .sample_type
-        .iter()
-        .position(|t| string(t.r#type) == "cpu")
-        .expect("a cpu sample type");
-    let mut total = (0, 0);
-    for sample in &profile.sample {
-        let label = |key: &str| {
-            sample
-                .label
-                .iter()
-                .find(|l| string(l.key) == key)
-                .map(|l| string(l.str))
-        };
-        if label("span_id") == Some(span_id) {
-            assert_eq!(
-                label("trace_id"),
-                Some(trace_id),
-                "span and trace labels disagree"
-            );
-            total.0 += sample.value[cpu_index];
-            total.1 += sample.value[0];
-        }
-    }
-    total
 }
 
 const NODE_SERVER: &str = r#"

@@ -464,9 +464,10 @@ mod tests {
     use std::mem::size_of;
 
     use profiler_common::{
-        ConnKey, HttpExchange, TraceCtx, COUNTS_MAX_ENTRIES, HTTP_CONNS_MAX_ENTRIES,
-        HTTP_EVENTS_BYTES, MAP_HTTP_CONNS, MAP_HTTP_EVENTS, MAP_STACK_SCRATCH, MAP_TRACES_CTX,
-        PID_FILTER_MAX_ENTRIES, STACKS_MAX_ENTRIES, TRACES_CTX_MAX_ENTRIES,
+        ConnKey, HttpExchange, TraceCtx, COUNTS_MAX_ENTRIES, H2_SERVERS_MAX_ENTRIES,
+        HTTP_CONNS_MAX_ENTRIES, HTTP_EVENTS_BYTES, MAP_H2_SERVERS, MAP_HTTP_CONNS, MAP_HTTP_EVENTS,
+        MAP_STACK_SCRATCH, MAP_TRACES_CTX, PID_FILTER_MAX_ENTRIES, STACKS_MAX_ENTRIES,
+        TRACES_CTX_MAX_ENTRIES,
     };
 
     use super::*;
@@ -538,6 +539,7 @@ mod tests {
                 HTTP_CONNS_MAX_ENTRIES,
             ),
             (MAP_HTTP_EVENTS, RINGBUF, 0, 0, HTTP_EVENTS_BYTES),
+            (MAP_H2_SERVERS, LRU_HASH, 4, 1, H2_SERVERS_MAX_ENTRIES),
         ];
         for (name, map_type, key_size, value_size, max_entries) in expected {
             let map = object

@@ -8,6 +8,10 @@
 //! `application/grpc*` become gRPC spans (`rpc.*` attributes, status from the trailers); the
 //! others HTTP spans like HTTP/1.x ones.
 //!
+//! Each finished server stream is also kept as a [`ServedStream`] (its time window and the
+//! threads that wrote its response), which links the CPU samples of those threads to its span
+//! (see [`super::stream_windows`]).
+//!
 //! When bytes the parser needs are missing (a frame header or header block the kernel did not
 //! keep, an HPACK error), the connection is lost: its open streams, and the new ones it can
 //! still see, are counted as unparsed, never reported with a guessed method or status.
@@ -26,10 +30,15 @@ use super::{
     assemble::{comm_str, http_attributes, push_server_address, str_attr, Clock, HttpFields},
     http1::{parse_traceparent, TraceParent},
     span::{AttrValue, Attribute, Resource, Span, SpanKind},
+    stream_windows::ServedStream,
 };
+use crate::collect::SpanLink;
 
 /// Streams followed at once on one connection; more are counted as unparsed.
 pub const MAX_OPEN_STREAMS: usize = 4096;
+
+/// Threads noted per stream as writers of its response; more are not noted.
+const MAX_WRITERS: usize = 8;
 
 /// Counters of what the HTTP/2 assembler saw.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -102,6 +111,8 @@ struct Stream {
     sender_ctx: Option<TraceCtx>,
     status: Option<u16>,
     grpc_status: Option<i64>,
+    /// Threads that wrote frames of the response (server side).
+    writers: Vec<u32>,
 }
 
 /// A header block being collected (HEADERS or PUSH_PROMISE, then CONTINUATIONs).
@@ -152,6 +163,8 @@ pub struct H2Assembler {
     connections: FxHashMap<ConnId, Connection>,
     ids: SpanIds,
     pub stats: H2Stats,
+    /// Server streams finished since the caller last took them.
+    pub served: Vec<ServedStream>,
 }
 
 impl Default for H2Assembler {
@@ -160,6 +173,7 @@ impl Default for H2Assembler {
             connections: FxHashMap::default(),
             ids: SpanIds::new(),
             stats: H2Stats::default(),
+            served: Vec::new(),
         }
     }
 }
@@ -171,6 +185,9 @@ struct Context<'a> {
     out: &'a mut Vec<Span>,
     stats: &'a mut H2Stats,
     ids: &'a mut SpanIds,
+    served: &'a mut Vec<ServedStream>,
+    /// The thread whose syscall moved the frames.
+    tid: u32,
 }
 
 impl H2Assembler {
@@ -208,6 +225,8 @@ impl H2Assembler {
             out,
             stats: &mut self.stats,
             ids: &mut self.ids,
+            served: &mut self.served,
+            tid: chunk.tid,
         };
         for frame in frames.drain(..) {
             connection.on_frame(request_direction, frame, sender_ctx, &mut cx);
@@ -243,6 +262,21 @@ impl H2Assembler {
             self.stats
                 .unparsed("unfinished", connection.streams.len() as u64);
         }
+    }
+
+    /// Per process, the start of its oldest server stream still open (`CLOCK_MONOTONIC`).
+    pub fn open_server_streams(&self) -> HashMap<u32, u64> {
+        let mut open: HashMap<u32, u64> = HashMap::new();
+        for connection in self.connections.values() {
+            if connection.role != http_role::SERVER {
+                continue;
+            }
+            if let Some(start) = connection.streams.values().map(|s| s.started_ns).min() {
+                let since = open.entry(connection.pid).or_insert(start);
+                *since = (*since).min(start);
+            }
+        }
+        open
     }
 
     /// Connections followed.
@@ -326,6 +360,16 @@ impl Connection {
                 cx.stats.unparsed(reason, 1);
             }
             return;
+        }
+        if !request_direction
+            && self.role == http_role::SERVER
+            && matches!(frame.kind, kind::HEADERS | kind::CONTINUATION | kind::DATA)
+        {
+            if let Some(stream) = self.streams.get_mut(&frame.stream_id) {
+                if !stream.writers.contains(&cx.tid) && stream.writers.len() < MAX_WRITERS {
+                    stream.writers.push(cx.tid);
+                }
+            }
         }
         let direction = if request_direction {
             &mut self.requests
@@ -434,6 +478,7 @@ impl Connection {
                     sender_ctx,
                     status: None,
                     grpc_status: None,
+                    writers: Vec::new(),
                 },
             );
             return;
@@ -535,12 +580,22 @@ impl Connection {
             (SpanKind::Client, _, Some(ctx)) => (ctx.trace_id, Some(ctx.span_id)),
             _ => (cx.ids.trace_id(), None),
         };
+        let span_id = cx.ids.span_id();
+        if kind == SpanKind::Server {
+            cx.served.push(ServedStream {
+                pid: self.pid,
+                threads: stream.writers,
+                start_ns: stream.started_ns,
+                end_ns,
+                link: SpanLink { trace_id, span_id },
+            });
+        }
         let resource = (cx.resource)(self.pid, &self.comm);
         cx.out.push(Span {
             resource,
             kind,
             trace_id,
-            span_id: cx.ids.span_id(),
+            span_id,
             parent_span_id,
             name,
             start_unix_ns: cx.clock.unix_ns(stream.started_ns),

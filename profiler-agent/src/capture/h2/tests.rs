@@ -192,6 +192,68 @@ fn grpc_calls_become_server_spans_with_method_and_status() {
 }
 
 #[test]
+fn server_streams_keep_their_window_and_the_threads_that_answered() {
+    let (requests, responses) = server_conversation();
+    // The first response (stream 3) and the HEADERS of the second (stream 1) are written by
+    // thread 1001, the rest of stream 1 by 1002; the requests are read by 1000.
+    let response_headers = block(&[(":status", "200"), ("content-type", "application/grpc")]);
+    let split = settings().len() + grpc_response(3, "5").len() + 9 + response_headers.len();
+    let mut assembler = H2Assembler::default();
+    let mut out = Vec::new();
+    let mut read = chunk(http_role::SERVER, false, 100, &whole(&requests));
+    read.0.tid = 1000;
+    push(&mut assembler, &read, &mut out);
+    assert_eq!(assembler.open_server_streams(), HashMap::from([(42, 110)]));
+    let mut first = chunk(http_role::SERVER, true, 200, &whole(&responses[..split]));
+    first.0.tid = 1001;
+    push(&mut assembler, &first, &mut out);
+    let mut second = chunk(http_role::SERVER, true, 300, &whole(&responses[split..]));
+    second.0.tid = 1002;
+    push(&mut assembler, &second, &mut out);
+    assert!(assembler.open_server_streams().is_empty());
+
+    let link = |span: &Span| SpanLink {
+        trace_id: span.trace_id,
+        span_id: span.span_id,
+    };
+    let (fail, hello) = (&out[0], &out[1]);
+    assert_eq!(
+        assembler.served,
+        [
+            ServedStream {
+                pid: 42,
+                threads: vec![1001],
+                start_ns: 110,
+                end_ns: 210,
+                link: link(fail),
+            },
+            ServedStream {
+                pid: 42,
+                threads: vec![1001, 1002],
+                start_ns: 110,
+                end_ns: 310,
+                link: link(hello),
+            },
+        ]
+    );
+
+    // Clients serve nothing.
+    let mut client = H2Assembler::default();
+    push(
+        &mut client,
+        &chunk(http_role::CLIENT, true, 100, &whole(&requests)),
+        &mut out,
+    );
+    push(
+        &mut client,
+        &chunk(http_role::CLIENT, false, 300, &whole(&responses)),
+        &mut out,
+    );
+    assert_eq!(client.stats.spans, 2);
+    assert!(client.served.is_empty());
+}
+
+#[test]
 fn any_split_into_syscalls_gives_the_same_spans() {
     let (requests, responses) = server_conversation();
     for split in (1..requests.len()).step_by(7) {

@@ -34,7 +34,7 @@ use crate::{
 };
 
 /// Least time between two reads of the ring buffer while records keep coming: each read takes
-/// what arrived meanwhile (the 4 MiB ring holds several thousand records), not one wake-up per
+/// what arrived meanwhile (the ring, 2 MiB or more, holds thousands of records), not one wake-up per
 /// record.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// How often waiting spans are checked for idleness.

@@ -128,12 +128,14 @@ pub const TRACES_CTX_MAX_ENTRIES: u32 = 1 << 14;
 pub const HTTP_CONNS_MAX_ENTRIES: u32 = 8192;
 /// Threads inside a read/write syscall at a time whose arguments are kept until the exit.
 pub const SYSCALL_ARGS_MAX_ENTRIES: u32 = 16_384;
-/// Bytes of the HTTP event ring buffer (a power of two, multiple of the page size).
-pub const HTTP_EVENTS_BYTES: u32 = 4 << 20;
+/// Bytes of the HTTP event ring buffer in the object (a power of two, multiple of the page
+/// size): the smallest the agent uses. It sizes the ring to the machine at load time (see
+/// `http_ring_bytes` in the agent): records come from every CPU at once.
+pub const HTTP_EVENTS_BYTES: u32 = 2 << 20;
 /// Bytes waiting in the HTTP event ring buffer past which a record wakes the agent's reader.
 /// Below it records are sent without a wake-up (one per request would cost more than the
 /// capture) and the reader drains on its own timer; past it a burst cannot fill the ring
-/// before the reader runs.
+/// before the reader runs. An eighth of the smallest ring.
 pub const HTTP_EVENTS_WAKEUP_BYTES: u64 = HTTP_EVENTS_BYTES as u64 / 8;
 /// Bytes of a request the capture always has room to keep: appends stop once this many are
 /// held, so up to `2 * REQUEST_CAPTURE_BYTES - 1` bytes end up in [`HttpExchange::request`].

@@ -24,9 +24,9 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
 };
 use profiler_common::{
-    Config, SampleKey, StackTrace, Stat, COUNTS_MAX_ENTRIES, MAP_CONFIG, MAP_COUNTS,
-    MAP_H2_SCRATCH, MAP_PID_FILTER, MAP_STACKS, MAP_STATS, PROG_ON_CPU_SAMPLE,
-    PROG_ON_PROCESS_EXIT, PROG_ON_PROCESS_FORK, STACKS_MAX_ENTRIES,
+    Config, SampleKey, StackTrace, Stat, COUNTS_MAX_ENTRIES, HTTP_EVENTS_BYTES, MAP_CONFIG,
+    MAP_COUNTS, MAP_H2_SCRATCH, MAP_HTTP_EVENTS, MAP_PID_FILTER, MAP_STACKS, MAP_STATS,
+    PROG_ON_CPU_SAMPLE, PROG_ON_PROCESS_EXIT, PROG_ON_PROCESS_FORK, STACKS_MAX_ENTRIES,
 };
 
 use crate::caps;
@@ -159,6 +159,7 @@ impl Sampler {
         let possible =
             aya::util::nr_cpus().map_err(|(what, source)| SamplerError::Cpus { what, source })?;
         loader.map_max_entries(MAP_H2_SCRATCH, possible as u32);
+        loader.map_max_entries(MAP_HTTP_EVENTS, http_ring_bytes(possible));
         let mut ebpf = loader
             .load(EBPF_OBJECT)
             .map_err(|source| SamplerError::Load {
@@ -344,6 +345,17 @@ fn map_capacity(cpus: usize, frequency_hz: u64) -> u32 {
     u32::try_from(wanted.next_power_of_two()).unwrap_or(u32::MAX)
 }
 
+/// Bytes of the HTTP capture's ring buffer: 1 MiB per possible CPU (records come from all of
+/// them at once), between the object's 2 MiB and 64 MiB. The kernel maps the data pages twice
+/// into the agent (so records never wrap) and its RSS counts them twice: on a small node the
+/// ring was the largest part of an idle agent's memory at 4 MiB.
+fn http_ring_bytes(possible_cpus: usize) -> u32 {
+    let wanted = (possible_cpus as u64)
+        .saturating_mul(1 << 20)
+        .clamp(u64::from(HTTP_EVENTS_BYTES), 64 << 20);
+    u32::try_from(wanted.next_power_of_two()).unwrap_or(64 << 20)
+}
+
 /// Smallest counts/stack map.
 const MIN_MAP_ENTRIES: u32 = 1024;
 
@@ -465,9 +477,8 @@ mod tests {
 
     use profiler_common::{
         ConnKey, HttpExchange, TraceCtx, COUNTS_MAX_ENTRIES, H2_SERVERS_MAX_ENTRIES,
-        HTTP_CONNS_MAX_ENTRIES, HTTP_EVENTS_BYTES, MAP_H2_SERVERS, MAP_HTTP_CONNS, MAP_HTTP_EVENTS,
-        MAP_STACK_SCRATCH, MAP_TRACES_CTX, PID_FILTER_MAX_ENTRIES, STACKS_MAX_ENTRIES,
-        TRACES_CTX_MAX_ENTRIES,
+        HTTP_CONNS_MAX_ENTRIES, MAP_H2_SERVERS, MAP_HTTP_CONNS, MAP_STACK_SCRATCH, MAP_TRACES_CTX,
+        PID_FILTER_MAX_ENTRIES, STACKS_MAX_ENTRIES, TRACES_CTX_MAX_ENTRIES,
     };
 
     use super::*;
@@ -485,6 +496,15 @@ mod tests {
         assert_eq!(map_capacity(2, 19), 1024);
         assert_eq!(map_capacity(64, 99), 32_768);
         assert_eq!(map_capacity(512, 999), 131_072, "capped");
+    }
+
+    #[test]
+    fn the_http_ring_grows_with_the_cpus() {
+        assert_eq!(http_ring_bytes(1), HTTP_EVENTS_BYTES);
+        assert_eq!(http_ring_bytes(2), 2 << 20);
+        assert_eq!(http_ring_bytes(3), 4 << 20);
+        assert_eq!(http_ring_bytes(16), 16 << 20);
+        assert_eq!(http_ring_bytes(4096), 64 << 20, "capped");
     }
 
     #[test]

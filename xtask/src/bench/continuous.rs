@@ -118,9 +118,9 @@ pub(super) fn run(
          (/proc/PID/task/*/status) over them, per wall second. Start-up CPU is what the agent \
          used until it reported profiling (loading and verifying the eBPF programs: the HTTP \
          programs are large); it is paid once per agent start. Peak RSS is VmHWM at the end; \
-         8 MiB of it is the HTTP capture's 4 MiB ring buffer, whose data pages the kernel maps \
-         twice (so that records never wrap) and RSS counts twice. {repeats} agents per \
-         frequency, each with a fresh server.\n\nBefore/after (issue 6): the HTTP capture's \
+         twice the HTTP capture's ring buffer is in it (1 MiB per possible CPU, at least 2 \
+         MiB): the kernel maps its data pages twice (so that records never wrap) and RSS \
+         counts them twice. {repeats} agents per frequency, each with a fresh server.\n\nBefore/after (issue 6): the HTTP capture's \
          reader polled the ring every 10 ms whether or not records came, and the main loop \
          looked for signals every 50 ms: about 120 wake-ups per second and 0.6-0.7 % of a \
          core on an idle machine at 19 Hz, measured by hand with the same window. The reader \

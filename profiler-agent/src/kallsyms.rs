@@ -2,21 +2,68 @@
 //! (address, name offset, name length) and one string with every name. The agent keeps the
 //! table for its whole life, so its size counts: a node's kernel has 100-200 k symbols, which a
 //! table of one boxed string per symbol (blazesym's) holds in about twice the memory.
+//!
+//! Reading `/proc/kallsyms` costs the kernel 30-40 ms of formatting, most of a short
+//! recording's CPU. [`Kallsyms::load_cached`] keeps the table in a root-only file keyed by the
+//! boot and the loaded modules; a table from there answers only for the kernel's text and the
+//! modules' (BPF programs and trampolines come and go), and [`Kallsyms::covers`] says when
+//! `/proc/kallsyms` must be read after all.
 
 use std::{
-    fs::File,
-    io::{self, BufRead, BufReader},
+    fs::{self, File},
+    io::{self, BufRead, BufReader, Write},
+    os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt},
+    path::Path,
 };
 
 /// Where the running kernel lists its symbols.
 const KALLSYMS: &str = "/proc/kallsyms";
+/// The cache's directory: tmpfs, emptied at boot, root's only (kernel addresses would undo
+/// KASLR for anyone who read them).
+pub const CACHE_DIR: &str = "/run/profiler-agent";
+const CACHE_FILE: &str = "kallsyms.v1";
+const CACHE_MAGIC: &[u8; 8] = b"PAKSYM01";
 
 /// Function symbols of the kernel and its modules, sorted by address.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Kallsyms {
     /// (address, offset of the name in `names`, its length), sorted by address.
     symbols: Vec<(u64, u32, u32)>,
     names: String,
+    /// For a table from the cache: the address ranges it is complete for (the kernel's text,
+    /// each module). `None`: read from `/proc/kallsyms` by this process, complete.
+    covered: Option<Vec<(u64, u64)>>,
+}
+
+/// What a cached table is valid for: this boot (same kernel, same KASLR offsets) with these
+/// modules loaded at these addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheKey {
+    pub boot_id: String,
+    /// `/proc/modules` as read (empty without module support).
+    pub modules: String,
+}
+
+impl CacheKey {
+    /// The running kernel's key.
+    pub fn current() -> io::Result<CacheKey> {
+        Ok(CacheKey {
+            boot_id: fs::read_to_string("/proc/sys/kernel/random/boot_id")?
+                .trim()
+                .to_string(),
+            modules: fs::read_to_string("/proc/modules").unwrap_or_default(),
+        })
+    }
+
+    /// Each module's range: `NAME SIZE REFS DEPS STATE ADDRESS ...` per line.
+    fn module_ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.modules.lines().filter_map(|line| {
+            let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+            let size: u64 = fields.get(1)?.parse().ok()?;
+            let base = u64::from_str_radix(fields.get(5)?.trim_start_matches("0x"), 16).ok()?;
+            (base != 0).then(|| (base, base.saturating_add(size)))
+        })
+    }
 }
 
 impl Kallsyms {
@@ -64,6 +111,139 @@ impl Kallsyms {
         table
     }
 
+    /// The table from the cache in `dir` when it was written for this boot and these modules;
+    /// else read from `/proc/kallsyms`, and the cache written (best effort: a read-only `/run`
+    /// only costs the next start the read).
+    pub fn load_cached(dir: &Path) -> io::Result<Kallsyms> {
+        let Ok(key) = CacheKey::current() else {
+            return Kallsyms::load();
+        };
+        let path = dir.join(CACHE_FILE);
+        if let Some(table) = Kallsyms::read_cache(&path, &key) {
+            return Ok(table);
+        }
+        let table = Kallsyms::load()?;
+        if !table.is_empty() {
+            let _ = table.write_cache(dir, &key);
+        }
+        Ok(table)
+    }
+
+    /// Whether the table names `address` as `/proc/kallsyms` would now.
+    pub fn covers(&self, address: u64) -> bool {
+        self.covered.as_ref().is_none_or(|ranges| {
+            ranges
+                .iter()
+                .any(|&(start, end)| start <= address && address < end)
+        })
+    }
+
+    /// The ranges the table stays right for during `key`'s boot: the kernel's text
+    /// (`_stext`..`_etext`) and the modules.
+    fn static_ranges(&self, key: &CacheKey) -> Vec<(u64, u64)> {
+        let address_of = |name: &str| {
+            self.symbols
+                .iter()
+                .find(|&&(_, offset, len)| {
+                    self.names.get(offset as usize..(offset + len) as usize) == Some(name)
+                })
+                .map(|&(address, _, _)| address)
+        };
+        let mut ranges: Vec<(u64, u64)> = key.module_ranges().collect();
+        if let (Some(start), Some(end)) = (address_of("_stext"), address_of("_etext")) {
+            ranges.push((start, end));
+        }
+        ranges
+    }
+
+    /// Writes the table for `key` into `dir/kallsyms.v1`: a directory and a file only root
+    /// reads, replaced whole (written aside, then renamed).
+    fn write_cache(&self, dir: &Path, key: &CacheKey) -> io::Result<()> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let mut out = Vec::with_capacity(self.names.len() + self.symbols.len() * 16 + 4096);
+        out.extend_from_slice(CACHE_MAGIC);
+        let mut put = |bytes: &[u8]| {
+            out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+            out.extend_from_slice(bytes);
+        };
+        put(key.boot_id.as_bytes());
+        put(key.modules.as_bytes());
+        put(self.names.as_bytes());
+        let ranges = self.static_ranges(key);
+        out.extend_from_slice(&(ranges.len() as u64).to_le_bytes());
+        for (start, end) in ranges {
+            out.extend_from_slice(&start.to_le_bytes());
+            out.extend_from_slice(&end.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.symbols.len() as u64).to_le_bytes());
+        for &(address, offset, len) in &self.symbols {
+            out.extend_from_slice(&address.to_le_bytes());
+            out.extend_from_slice(&offset.to_le_bytes());
+            out.extend_from_slice(&len.to_le_bytes());
+        }
+        let aside = dir.join(format!("{CACHE_FILE}.{}", std::process::id()));
+        let written = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&aside)
+            .and_then(|mut file| file.write_all(&out));
+        match written.and_then(|()| fs::rename(&aside, dir.join(CACHE_FILE))) {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                let _ = fs::remove_file(&aside);
+                Err(error)
+            }
+        }
+    }
+
+    /// The cached table at `path` if it was written for `key` by this user and nobody else
+    /// could have written it; `None` for anything else (missing, stale, foreign, malformed).
+    fn read_cache(path: &Path, key: &CacheKey) -> Option<Kallsyms> {
+        let metadata = fs::symlink_metadata(path).ok()?;
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        if !metadata.is_file() || metadata.uid() != euid || metadata.mode() & 0o022 != 0 {
+            return None;
+        }
+        Kallsyms::decode_cache(&fs::read(path).ok()?, key)
+    }
+
+    /// Parses the cache file's bytes; `None` unless they are whole and for `key`.
+    fn decode_cache(bytes: &[u8], key: &CacheKey) -> Option<Kallsyms> {
+        let mut cursor = Cursor(bytes.strip_prefix(CACHE_MAGIC.as_slice())?);
+        if cursor.field()? != key.boot_id.as_bytes() || cursor.field()? != key.modules.as_bytes() {
+            return None;
+        }
+        let names = String::from_utf8(cursor.field()?.to_vec()).ok()?;
+        let ranges = cursor.count(16)?;
+        let covered = (0..ranges)
+            .map(|_| Some((cursor.u64()?, cursor.u64()?)))
+            .collect::<Option<Vec<_>>>()?;
+        let symbols = cursor.count(16)?;
+        let symbols = (0..symbols)
+            .map(|_| {
+                let symbol = (cursor.u64()?, cursor.u32()?, cursor.u32()?);
+                let (_, offset, len) = symbol;
+                // Every name must lie inside `names` on character boundaries.
+                names.get(offset as usize..offset as usize + len as usize)?;
+                Some(symbol)
+            })
+            .collect::<Option<Vec<_>>>()?;
+        if !cursor.0.is_empty() || !symbols.is_sorted_by_key(|&(address, _, _)| address) {
+            return None;
+        }
+        Some(Kallsyms {
+            symbols,
+            names,
+            covered: Some(covered),
+        })
+    }
+
     /// The function holding `address`: the symbol at or right below it.
     pub fn find(&self, address: u64) -> Option<&str> {
         let index = self
@@ -83,6 +263,38 @@ impl Kallsyms {
     /// Whether no symbol is held (hidden addresses, or no kernel table).
     pub fn is_empty(&self) -> bool {
         self.symbols.is_empty()
+    }
+}
+
+/// Reads the cache file's fields in order.
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, tail) = self.0.split_at_checked(n)?;
+        self.0 = tail;
+        Some(head)
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    /// A length-prefixed byte string.
+    fn field(&mut self) -> Option<&'a [u8]> {
+        let len = usize::try_from(self.u64()?).ok()?;
+        self.take(len)
+    }
+
+    /// A count of items of `item_bytes` each, checked against the bytes left (so a corrupt
+    /// count allocates nothing).
+    fn count(&mut self, item_bytes: usize) -> Option<usize> {
+        let count = usize::try_from(self.u64()?).ok()?;
+        (count.checked_mul(item_bytes)? <= self.0.len()).then_some(count)
     }
 }
 
@@ -119,6 +331,116 @@ ffffffff81003000 T
             Some("bpf_prog_6deef7357e7b4530_on_read_exit")
         );
         assert_eq!(table.find(0xffffffff80ffffff), None);
+    }
+
+    fn key(boot_id: &str, modules: &str) -> CacheKey {
+        CacheKey {
+            boot_id: boot_id.into(),
+            modules: modules.into(),
+        }
+    }
+
+    const MODULES: &str = "nf_tables 356352 0 - Live 0xffffffffc0a00000\n\
+                           hidden 4096 0 - Live 0x0000000000000000\n";
+
+    #[test]
+    fn the_cache_gives_the_same_table_for_the_same_boot_and_modules() {
+        let dir = std::env::temp_dir().join(format!("profiler-kallsyms-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let table = Kallsyms::parse(TEXT.as_bytes());
+        let this = key("boot-1", MODULES);
+        table.write_cache(&dir, &this).expect("cache written");
+        let mode = fs::metadata(dir.join(CACHE_FILE))
+            .expect("cache file")
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "root's only");
+        assert_eq!(fs::metadata(&dir).expect("dir").mode() & 0o777, 0o700);
+
+        let cached = Kallsyms::read_cache(&dir.join(CACHE_FILE), &this).expect("cache read");
+        assert_eq!(cached.symbols, table.symbols);
+        assert_eq!(cached.names, table.names);
+        assert_eq!(cached.find(0xffffffffc0a01010), Some("nf_hook"));
+        // It answers for the kernel's text (_stext has no _etext here: so only modules) and
+        // the modules; not for a BPF program's address.
+        assert!(cached.covers(0xffffffffc0a01010));
+        assert!(!cached.covers(0xffffffff81001234), "no _etext in TEXT");
+        assert!(
+            !cached.covers(0xffffffffc0b02040),
+            "BPF programs come and go"
+        );
+        assert!(
+            table.covers(0xffffffffc0b02040),
+            "a table read now covers everything"
+        );
+
+        // Another boot, other modules: not used.
+        assert!(Kallsyms::read_cache(&dir.join(CACHE_FILE), &key("boot-2", MODULES)).is_none());
+        assert!(Kallsyms::read_cache(&dir.join(CACHE_FILE), &key("boot-1", "")).is_none());
+
+        // The kernel's text range comes from _stext and _etext.
+        let with_etext = format!("{TEXT}ffffffff82259b00 T _etext\n");
+        let table = Kallsyms::parse(with_etext.as_bytes());
+        table.write_cache(&dir, &this).expect("cache written");
+        let cached = Kallsyms::read_cache(&dir.join(CACHE_FILE), &this).expect("cache read");
+        assert!(cached.covers(0xffffffff81001234));
+        assert!(!cached.covers(0xffffffff82259b00));
+
+        // A file others could have written is not trusted.
+        let path = dir.join(CACHE_FILE);
+        fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .expect("chmod");
+        assert!(Kallsyms::read_cache(&path, &this).is_none());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_cut_or_damaged_cache_is_not_used() {
+        let this = key("boot-1", MODULES);
+        let bytes = encoded(&Kallsyms::parse(TEXT.as_bytes()), &this);
+        assert!(Kallsyms::decode_cache(&bytes, &this).is_some());
+        for len in 0..bytes.len() {
+            assert!(
+                Kallsyms::decode_cache(&bytes[..len], &this).is_none(),
+                "cut at {len}"
+            );
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(Kallsyms::decode_cache(&longer, &this).is_none());
+    }
+
+    proptest::proptest! {
+        /// A valid cache with some bytes overwritten decodes to a table or to nothing, never
+        /// a panic or a name outside the names.
+        #[test]
+        fn damaged_bytes_decode_to_a_table_or_nothing(
+            at in 0usize..4096,
+            patch in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..16),
+        ) {
+            let this = key("boot-1", MODULES);
+            let mut bytes = encoded(&Kallsyms::parse(TEXT.as_bytes()), &this);
+            let at = at % bytes.len();
+            let end = (at + patch.len()).min(bytes.len());
+            bytes[at..end].copy_from_slice(&patch[..end - at]);
+            if let Some(table) = Kallsyms::decode_cache(&bytes, &this) {
+                for &(address, _, _) in &table.symbols {
+                    proptest::prop_assert!(table.find(address).is_some());
+                }
+            }
+        }
+    }
+
+    /// The cache file's bytes for `table`.
+    fn encoded(table: &Kallsyms, key: &CacheKey) -> Vec<u8> {
+        let dir = std::env::temp_dir().join(format!(
+            "profiler-kallsyms-enc-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        table.write_cache(&dir, key).expect("cache written");
+        let bytes = fs::read(dir.join(CACHE_FILE)).expect("cache file");
+        let _ = fs::remove_dir_all(&dir);
+        bytes
     }
 
     #[test]

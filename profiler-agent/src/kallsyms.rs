@@ -20,7 +20,9 @@ use std::{
 const KALLSYMS: &str = "/proc/kallsyms";
 /// The cache's directory: tmpfs, emptied at boot, root's only (kernel addresses would undo
 /// KASLR for anyone who read them).
-pub const CACHE_DIR: &str = "/run/profiler-agent";
+const CACHE_DIR: &str = "/run/profiler-agent";
+/// Environment variable naming another cache directory, or `off` for none.
+pub const CACHE_ENV: &str = "PROFILER_KALLSYMS_CACHE";
 const CACHE_FILE: &str = "kallsyms.v1";
 const CACHE_MAGIC: &[u8; 8] = b"PAKSYM01";
 
@@ -109,6 +111,16 @@ impl Kallsyms {
         table.symbols.shrink_to_fit();
         table.names.shrink_to_fit();
         table
+    }
+
+    /// The table from the cache (in `$PROFILER_KALLSYMS_CACHE`, else `/run/profiler-agent`;
+    /// none when that is `off`) or from `/proc/kallsyms`.
+    pub fn load_default() -> io::Result<Kallsyms> {
+        match std::env::var_os(CACHE_ENV) {
+            Some(value) if value == "off" => Kallsyms::load(),
+            Some(dir) if !dir.is_empty() => Kallsyms::load_cached(Path::new(&dir)),
+            _ => Kallsyms::load_cached(Path::new(CACHE_DIR)),
+        }
     }
 
     /// The table from the cache in `dir` when it was written for this boot and these modules;

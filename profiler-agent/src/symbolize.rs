@@ -16,7 +16,7 @@ use blazesym::symbolize::{
 
 use crate::{
     collect::{Collector, RawSample, RawStack},
-    kallsyms::{self, Kallsyms},
+    kallsyms::Kallsyms,
     process::{FileId, MapEntry, PerfMap},
     profile::{Line, Location, LocationId, Mapping, MappingId, Profile, Sample, UNKNOWN_FUNCTION},
 };
@@ -288,9 +288,9 @@ impl Symbolizer {
         // DWARF rarely is on a node, and its search would slow the first profile). The cached
         // table answers for the kernel's and the modules' text; a frame elsewhere (a BPF
         // program, a trampoline) needs the kernel's current list.
-        let kallsyms = self.kallsyms.get_or_insert_with(|| {
-            Kallsyms::load_cached(Path::new(kallsyms::CACHE_DIR)).unwrap_or_default()
-        });
+        let kallsyms = self
+            .kallsyms
+            .get_or_insert_with(|| Kallsyms::load_default().unwrap_or_default());
         if !wanted.iter().all(|&addr| kallsyms.covers(addr)) {
             *kallsyms = Kallsyms::load().unwrap_or_default();
         }

@@ -110,6 +110,9 @@ struct Setup<'a> {
     burn3: PathBuf,
     dir: PathBuf,
     seconds: u64,
+    /// The agent's kernel symbol cache (`PROFILER_KALLSYMS_CACHE`): filled before the repeats,
+    /// so every measured run of ours starts as every run but the first of a boot does.
+    kallsyms_cache: PathBuf,
 }
 
 /// Runs the entry and returns its section of BENCHMARKS.md (without the heading). A peer that
@@ -135,18 +138,21 @@ pub fn run(
             .arg(root.join("tests/fixtures/burn3.c")),
     )?;
     let (mut unavailable, collapser) = install_peers();
+    let kallsyms_cache = dir.join("kallsyms-cache");
     let setup = Setup {
         agent,
         collapser,
         burn3,
         dir,
         seconds,
+        kallsyms_cache,
     };
     if smoke {
         if let Some((tool, reason)) = unavailable.iter().next() {
             bail!("{} cannot run: {reason}", tool.name());
         }
     }
+    let cache_cost = kallsyms_cache_cost(&setup, repeats)?;
     let mut repeat_runs: Vec<BTreeMap<Tool, PipelineRun>> = Vec::new();
     for repeat in 0..repeats {
         let mut runs = BTreeMap::new();
@@ -184,7 +190,13 @@ pub fn run(
         }
         repeat_runs.push(runs);
     }
-    Ok(report::render(&setup, repeats, &repeat_runs, &unavailable))
+    Ok(report::render(
+        &setup,
+        repeats,
+        &repeat_runs,
+        &cache_cost,
+        &unavailable,
+    ))
 }
 
 /// Installs perf, `inferno-collapse-perf` and bpftrace when missing; returns the tools that
@@ -266,7 +278,7 @@ fn run_tool(setup: &Setup, tool: Tool) -> Result<PipelineRun> {
     let xtask_rss_kib = own_status_kib("VmRSS")?;
     let started = Instant::now();
     let pipeline = match tool {
-        Tool::Ours => run_ours(setup)?,
+        Tool::Ours => run_ours(setup, setup.seconds, "ours")?,
         Tool::Perf => run_perf(setup)?,
         Tool::Bpftrace => run_bpftrace(setup)?,
     };
@@ -314,16 +326,60 @@ struct Pipeline {
     workload_samples: Option<u64>,
 }
 
-/// `profiler-agent record --all`, writing folded stacks itself.
-fn run_ours(setup: &Setup) -> Result<Pipeline> {
-    let output = setup.dir.join("ours.folded");
-    let log = setup.dir.join("ours.log");
+/// CPU of short recordings of ours (burn3 running) without, then with, the kernel symbol
+/// cache: what reading `/proc/kallsyms` costs the first run of a boot. Once per repeat.
+fn kallsyms_cache_cost(setup: &Setup, repeats: usize) -> Result<CacheCost> {
+    const SECONDS: u64 = 2;
+    let mut cost = CacheCost::default();
+    for _ in 0..repeats {
+        let mut workload = Workload::start(&setup.burn3, &setup.dir, SECONDS * 3)?;
+        thread::sleep(Duration::from_millis(200));
+        if setup.kallsyms_cache.exists() {
+            fs::remove_dir_all(&setup.kallsyms_cache)
+                .with_context(|| format!("removing {}", setup.kallsyms_cache.display()))?;
+        }
+        let cold = run_ours(setup, SECONDS, "ours-cold")?;
+        let warm = run_ours(setup, SECONDS, "ours-warm")?;
+        workload.stop()?;
+        cost.seconds = SECONDS;
+        cost.cold.push(
+            cold.steps
+                .iter()
+                .map(|s| s.cpu)
+                .sum::<Duration>()
+                .as_secs_f64(),
+        );
+        cost.warm.push(
+            warm.steps
+                .iter()
+                .map(|s| s.cpu)
+                .sum::<Duration>()
+                .as_secs_f64(),
+        );
+    }
+    Ok(cost)
+}
+
+/// See [`kallsyms_cache_cost`].
+#[derive(Default)]
+struct CacheCost {
+    seconds: u64,
+    /// CPU seconds per recording, without the cache and with it.
+    cold: Vec<f64>,
+    warm: Vec<f64>,
+}
+
+/// `profiler-agent record --all` for `seconds`, writing folded stacks itself to `NAME.folded`.
+fn run_ours(setup: &Setup, seconds: u64, name: &str) -> Result<Pipeline> {
+    let output = setup.dir.join(format!("{name}.folded"));
+    let log = setup.dir.join(format!("{name}.log"));
     reset_peak_rss()?;
     let child = Command::new(setup.agent)
+        .env("PROFILER_KALLSYMS_CACHE", &setup.kallsyms_cache)
         .args(["record", "--all", "--quiet", "--frequency"])
         .arg(SAMPLE_FREQUENCY_HZ.to_string())
         .arg("--duration")
-        .arg(setup.seconds.to_string())
+        .arg(seconds.to_string())
         .arg("--output")
         .arg(&output)
         .stdout(Stdio::null())

@@ -5,7 +5,7 @@
 use std::{collections::BTreeMap, fmt::Write as _, fs, process::Command};
 
 use super::{
-    bpftrace_program, PipelineRun, Setup, Tool, AGREEMENT_POINTS, BPFTRACE_MAP_KEYS,
+    bpftrace_program, CacheCost, PipelineRun, Setup, Tool, AGREEMENT_POINTS, BPFTRACE_MAP_KEYS,
     INFERNO_VERSION, PERF_CPU_RATIO, SAMPLE_FREQUENCY_HZ, TOP, WORKLOAD_FUNCTIONS,
 };
 use crate::bench::{folded::Shares, spread};
@@ -60,6 +60,7 @@ pub(super) fn render(
     setup: &Setup,
     repeats: usize,
     repeat_runs: &[BTreeMap<Tool, PipelineRun>],
+    cache_cost: &CacheCost,
     unavailable: &BTreeMap<Tool, String>,
 ) -> String {
     let seconds = setup.seconds;
@@ -106,6 +107,12 @@ pub(super) fn render(
          `VmHWM` over the call after resetting it). A pipeline's peak is the most it holds at \
          once: perf's is the larger of perf record and perf script + inferno-collapse-perf \
          (those two run together).\n\n\
+         Our agent keeps the kernel's symbol table in a cache keyed by the boot and the loaded \
+         modules (`PROFILER_KALLSYMS_CACHE`, here a directory of the benchmark's): only a \
+         boot's first run reads `/proc/kallsyms`, which costs the kernel 30-40 ms of \
+         formatting. The cache is filled before the repeats, so our rows are those of every \
+         run but the first of a boot; the two indented rows measure the difference on short \
+         recordings of the same workload, once per repeat.\n\n\
          Agreement: for each tool, the share of burn3's samples (folded lines whose first frame, \
          the comm, is `burn3`) whose stack contains each function, counted once per stack; \
          frames a tool could not resolve are left out (each tool names them differently) and \
@@ -132,6 +139,27 @@ pub(super) fn render(
     let cpu = |tool: Tool| values(tool, &|r| Some(r.cpu().as_secs_f64()));
     let rss = |tool: Tool| values(tool, &|r| Some(mib(r.peak_rss_kib)));
     section += &row("our agent, CPU", &cpu(Tool::Ours), 2, " s", None);
+    section += &row(
+        &format!(
+            "- our agent, CPU of a {} s recording without its kernel symbol cache (a boot's \
+             first run)",
+            cache_cost.seconds
+        ),
+        &cache_cost.cold,
+        3,
+        " s",
+        None,
+    );
+    section += &row(
+        &format!(
+            "- our agent, CPU of a {} s recording with it",
+            cache_cost.seconds
+        ),
+        &cache_cost.warm,
+        3,
+        " s",
+        None,
+    );
     section += &row(
         "perf pipeline, CPU (record + script + inferno-collapse-perf)",
         &cpu(Tool::Perf),

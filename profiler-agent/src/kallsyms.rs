@@ -11,7 +11,7 @@
 
 use std::{
     fs::{self, File},
-    io::{self, BufRead, BufReader, Write},
+    io::{self, BufRead, BufReader, Read, Write},
     os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt},
     path::Path,
 };
@@ -222,31 +222,35 @@ impl Kallsyms {
         if !metadata.is_file() || metadata.uid() != euid || metadata.mode() & 0o022 != 0 {
             return None;
         }
-        Kallsyms::decode_cache(&fs::read(path).ok()?, key)
+        let file = BufReader::new(File::open(path).ok()?);
+        Kallsyms::decode_cache(file, metadata.len(), key)
     }
 
-    /// Parses the cache file's bytes; `None` unless they are whole and for `key`.
-    fn decode_cache(bytes: &[u8], key: &CacheKey) -> Option<Kallsyms> {
-        let mut cursor = Cursor(bytes.strip_prefix(CACHE_MAGIC.as_slice())?);
-        if cursor.field()? != key.boot_id.as_bytes() || cursor.field()? != key.modules.as_bytes() {
+    /// Parses a cache file of `len` bytes as it is read (the table is built without holding the
+    /// file's bytes as well); `None` unless it is whole and for `key`.
+    fn decode_cache(reader: impl Read, len: u64, key: &CacheKey) -> Option<Kallsyms> {
+        let mut cursor = Cursor { reader, left: len };
+        if cursor.take(CACHE_MAGIC.len())? != CACHE_MAGIC
+            || cursor.field()? != key.boot_id.as_bytes()
+            || cursor.field()? != key.modules.as_bytes()
+        {
             return None;
         }
-        let names = String::from_utf8(cursor.field()?.to_vec()).ok()?;
+        let names = String::from_utf8(cursor.field()?).ok()?;
         let ranges = cursor.count(16)?;
-        let covered = (0..ranges)
-            .map(|_| Some((cursor.u64()?, cursor.u64()?)))
-            .collect::<Option<Vec<_>>>()?;
-        let symbols = cursor.count(16)?;
-        let symbols = (0..symbols)
-            .map(|_| {
-                let symbol = (cursor.u64()?, cursor.u32()?, cursor.u32()?);
-                let (_, offset, len) = symbol;
-                // Every name must lie inside `names` on character boundaries.
-                names.get(offset as usize..offset as usize + len as usize)?;
-                Some(symbol)
-            })
-            .collect::<Option<Vec<_>>>()?;
-        if !cursor.0.is_empty() || !symbols.is_sorted_by_key(|&(address, _, _)| address) {
+        let mut covered = Vec::with_capacity(ranges);
+        for _ in 0..ranges {
+            covered.push((cursor.u64()?, cursor.u64()?));
+        }
+        let count = cursor.count(16)?;
+        let mut symbols = Vec::with_capacity(count);
+        for _ in 0..count {
+            let (address, offset, len) = (cursor.u64()?, cursor.u32()?, cursor.u32()?);
+            // Every name must lie inside `names` on character boundaries.
+            names.get(offset as usize..offset as usize + len as usize)?;
+            symbols.push((address, offset, len));
+        }
+        if cursor.left != 0 || !symbols.is_sorted_by_key(|&(address, _, _)| address) {
             return None;
         }
         Some(Kallsyms {
@@ -278,35 +282,46 @@ impl Kallsyms {
     }
 }
 
-/// Reads the cache file's fields in order.
-struct Cursor<'a>(&'a [u8]);
+/// Reads the cache file's fields in order; `left` is what the file still holds.
+struct Cursor<R> {
+    reader: R,
+    left: u64,
+}
 
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let (head, tail) = self.0.split_at_checked(n)?;
-        self.0 = tail;
-        Some(head)
+impl<R: Read> Cursor<R> {
+    fn take(&mut self, n: usize) -> Option<Vec<u8>> {
+        self.left = self.left.checked_sub(n as u64)?;
+        let mut bytes = vec![0; n];
+        self.reader.read_exact(&mut bytes).ok()?;
+        Some(bytes)
+    }
+
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.left = self.left.checked_sub(N as u64)?;
+        let mut bytes = [0; N];
+        self.reader.read_exact(&mut bytes).ok()?;
+        Some(bytes)
     }
 
     fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+        self.array().map(u64::from_le_bytes)
     }
 
     fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+        self.array().map(u32::from_le_bytes)
     }
 
-    /// A length-prefixed byte string.
-    fn field(&mut self) -> Option<&'a [u8]> {
+    /// A length-prefixed byte string (its length checked against the file first, so a corrupt
+    /// length allocates nothing).
+    fn field(&mut self) -> Option<Vec<u8>> {
         let len = usize::try_from(self.u64()?).ok()?;
         self.take(len)
     }
 
-    /// A count of items of `item_bytes` each, checked against the bytes left (so a corrupt
-    /// count allocates nothing).
+    /// A count of items of `item_bytes` each, checked against the bytes left.
     fn count(&mut self, item_bytes: usize) -> Option<usize> {
         let count = usize::try_from(self.u64()?).ok()?;
-        (count.checked_mul(item_bytes)? <= self.0.len()).then_some(count)
+        (count.checked_mul(item_bytes)? as u64 <= self.left).then_some(count)
     }
 }
 
@@ -409,16 +424,19 @@ ffffffff81003000 T
     fn a_cut_or_damaged_cache_is_not_used() {
         let this = key("boot-1", MODULES);
         let bytes = encoded(&Kallsyms::parse(TEXT.as_bytes()), &this);
-        assert!(Kallsyms::decode_cache(&bytes, &this).is_some());
+        assert!(Kallsyms::decode_cache(&bytes[..], bytes.len() as u64, &this).is_some());
         for len in 0..bytes.len() {
             assert!(
-                Kallsyms::decode_cache(&bytes[..len], &this).is_none(),
+                Kallsyms::decode_cache(&bytes[..len], len as u64, &this).is_none(),
                 "cut at {len}"
             );
         }
+        // A file that shrank after its length was read.
+        let short = &bytes[..bytes.len() / 2];
+        assert!(Kallsyms::decode_cache(short, bytes.len() as u64, &this).is_none());
         let mut longer = bytes.clone();
         longer.push(0);
-        assert!(Kallsyms::decode_cache(&longer, &this).is_none());
+        assert!(Kallsyms::decode_cache(&longer[..], longer.len() as u64, &this).is_none());
     }
 
     proptest::proptest! {
@@ -434,7 +452,7 @@ ffffffff81003000 T
             let at = at % bytes.len();
             let end = (at + patch.len()).min(bytes.len());
             bytes[at..end].copy_from_slice(&patch[..end - at]);
-            if let Some(table) = Kallsyms::decode_cache(&bytes, &this) {
+            if let Some(table) = Kallsyms::decode_cache(&bytes[..], bytes.len() as u64, &this) {
                 for &(address, _, _) in &table.symbols {
                     proptest::prop_assert!(table.find(address).is_some());
                 }

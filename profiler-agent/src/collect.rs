@@ -164,7 +164,7 @@ impl Collector {
     pub fn absorb(&mut self, drained: Drained) {
         self.read_errors += drained.read_errors;
         for (key, count) in drained.counts {
-            let mut sample = RawSample {
+            let sample = RawSample {
                 pid: key.pid,
                 tid: key.tid,
                 comm: comm_to_string(&key.comm),
@@ -176,7 +176,6 @@ impl Collector {
                 self.processes.observe(sample.pid, frames.iter().copied());
             }
             if key.time_ns != 0 {
-                sample.span = None;
                 self.waiting.push(WaitingSample {
                     sample,
                     time_ns: key.time_ns,

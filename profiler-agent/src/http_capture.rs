@@ -34,8 +34,8 @@ use crate::{
 };
 
 /// Least time between two reads of the ring buffer while records keep coming: each read takes
-/// what arrived meanwhile (the ring, 2 MiB or more, holds thousands of records), not one wake-up per
-/// record.
+/// what arrived meanwhile (the ring, 2 MiB or more, holds thousands of records), not one
+/// wake-up per record.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// How often waiting spans are checked for idleness.
 const IDLE_CHECK_INTERVAL: Duration = Duration::from_millis(250);

@@ -120,8 +120,9 @@ pub(super) fn run(
          programs are large); it is paid once per agent start. Peak RSS is VmHWM at the end; \
          twice the HTTP capture's ring buffer is in it (1 MiB per possible CPU, at least 2 \
          MiB): the kernel maps its data pages twice (so that records never wrap) and RSS \
-         counts them twice. {repeats} agents per frequency, each with a fresh server.\n\nBefore/after (issue 6): the HTTP capture's \
-         reader polled the ring every 10 ms whether or not records came, and the main loop \
+         counts them twice. {repeats} agents per frequency, each with a fresh \
+         server.\n\nBefore/after (issue 6): the HTTP capture's reader polled the ring every \
+         10 ms whether or not records came, and the main loop \
          looked for signals every 50 ms: about 120 wake-ups per second and 0.6-0.7 % of a \
          core on an idle machine at 19 Hz, measured by hand with the same window. The reader \
          now sleeps in poll(2) on the ring (the kernel wakes it once 512 KiB wait; otherwise \

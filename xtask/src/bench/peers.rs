@@ -327,9 +327,11 @@ struct Pipeline {
 }
 
 /// CPU of short recordings of ours (burn3 running) without, then with, the kernel symbol
-/// cache: what reading `/proc/kallsyms` costs the first run of a boot. Once per repeat.
+/// cache: what reading `/proc/kallsyms` costs the first run of a boot. Once per repeat. The
+/// table is read at the first kernel frame, and burn3 enters the kernel rarely (about 1 % of
+/// its samples): 5 s make a recording without any kernel frame unlikely.
 fn kallsyms_cache_cost(setup: &Setup, repeats: usize) -> Result<CacheCost> {
-    const SECONDS: u64 = 2;
+    const SECONDS: u64 = 5;
     let mut cost = CacheCost::default();
     for _ in 0..repeats {
         let mut workload = Workload::start(&setup.burn3, &setup.dir, SECONDS * 3)?;

@@ -482,6 +482,29 @@ ffffffff81003000 T
     }
 
     #[test]
+    fn this_kernels_table_reads_back_from_the_cache_unchanged() {
+        let table = Kallsyms::load().expect("/proc/kallsyms is readable");
+        if table.is_empty() {
+            return; // Addresses hidden from this user: nothing to cache.
+        }
+        let key = CacheKey::current().expect("the boot id");
+        let dir = std::env::temp_dir().join(format!("profiler-kallsyms-os-{}", std::process::id()));
+        table.write_cache(&dir, &key).expect("cache written");
+        let cached = Kallsyms::read_cache(&dir.join(CACHE_FILE), &key).expect("cache read");
+        let _ = fs::remove_dir_all(&dir);
+        assert_eq!(cached.symbols, table.symbols);
+        assert_eq!(cached.names, table.names);
+        let (stext, _, _) = *table
+            .symbols
+            .iter()
+            .find(|&&(_, offset, len)| {
+                &table.names[offset as usize..(offset + len) as usize] == "_stext"
+            })
+            .expect("_stext");
+        assert!(cached.covers(stext), "the kernel's text is covered");
+    }
+
+    #[test]
     fn reads_this_kernel() {
         // Unprivileged runs see zeros (kptr_restrict): an empty table is fine then.
         let table = Kallsyms::load().expect("/proc/kallsyms is readable");

@@ -94,12 +94,17 @@ struct PipelineRun {
 
 impl PipelineRun {
     fn cpu(&self) -> Duration {
-        self.steps.iter().map(|s| s.cpu).sum()
+        steps_cpu(&self.steps)
     }
 
     fn step(&self, name: &str) -> Option<&Step> {
         self.steps.iter().find(|s| s.name == name)
     }
+}
+
+/// The CPU time of a pipeline's steps together.
+fn steps_cpu(steps: &[Step]) -> Duration {
+    steps.iter().map(|s| s.cpu).sum()
 }
 
 /// What is fixed for every run.
@@ -344,20 +349,8 @@ fn kallsyms_cache_cost(setup: &Setup, repeats: usize) -> Result<CacheCost> {
         let warm = run_ours(setup, SECONDS, "ours-warm")?;
         workload.stop()?;
         cost.seconds = SECONDS;
-        cost.cold.push(
-            cold.steps
-                .iter()
-                .map(|s| s.cpu)
-                .sum::<Duration>()
-                .as_secs_f64(),
-        );
-        cost.warm.push(
-            warm.steps
-                .iter()
-                .map(|s| s.cpu)
-                .sum::<Duration>()
-                .as_secs_f64(),
-        );
+        cost.cold.push(steps_cpu(&cold.steps).as_secs_f64());
+        cost.warm.push(steps_cpu(&warm.steps).as_secs_f64());
     }
     Ok(cost)
 }

@@ -169,12 +169,23 @@ impl Kallsyms {
     }
 
     /// Writes the table for `key` into `dir/kallsyms.v1`: a directory and a file only root
-    /// reads, replaced whole (written aside, then renamed).
+    /// reads, replaced whole (written aside, then renamed). Nothing is written into a directory
+    /// another user owns or may write to, and the file aside is created new (never through a
+    /// link someone left there).
     fn write_cache(&self, dir: &Path, key: &CacheKey) -> io::Result<()> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)?;
+        let metadata = fs::symlink_metadata(dir)?;
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        if !metadata.is_dir() || metadata.uid() != euid || metadata.mode() & 0o022 != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{} is not a directory only this user writes", dir.display()),
+            ));
+        }
         let mut out = Vec::with_capacity(self.names.len() + self.symbols.len() * 16 + 4096);
         out.extend_from_slice(CACHE_MAGIC);
         let mut put = |bytes: &[u8]| {
@@ -199,8 +210,7 @@ impl Kallsyms {
         let aside = dir.join(format!("{CACHE_FILE}.{}", std::process::id()));
         let written = fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
             .open(&aside)
             .and_then(|mut file| file.write_all(&out));
@@ -411,6 +421,13 @@ ffffffff81003000 T
         let cached = Kallsyms::read_cache(&dir.join(CACHE_FILE), &this).expect("cache read");
         assert!(cached.covers(0xffffffff81001234));
         assert!(!cached.covers(0xffffffff82259b00));
+
+        // Nothing is written into a directory others may write to.
+        fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .expect("chmod");
+        assert!(table.write_cache(&dir, &this).is_err());
+        fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .expect("chmod");
 
         // A file others could have written is not trusted.
         let path = dir.join(CACHE_FILE);

@@ -178,9 +178,7 @@ impl Kallsyms {
             .mode(0o700)
             .create(dir)?;
         let metadata = fs::symlink_metadata(dir)?;
-        // SAFETY: geteuid has no preconditions.
-        let euid = unsafe { libc::geteuid() };
-        if !metadata.is_dir() || metadata.uid() != euid || metadata.mode() & 0o022 != 0 {
+        if !metadata.is_dir() || !only_this_user_writes(&metadata) {
             return Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
                 format!("{} is not a directory only this user writes", dir.display()),
@@ -227,9 +225,7 @@ impl Kallsyms {
     /// could have written it; `None` for anything else (missing, stale, foreign, malformed).
     fn read_cache(path: &Path, key: &CacheKey) -> Option<Kallsyms> {
         let metadata = fs::symlink_metadata(path).ok()?;
-        // SAFETY: geteuid has no preconditions.
-        let euid = unsafe { libc::geteuid() };
-        if !metadata.is_file() || metadata.uid() != euid || metadata.mode() & 0o022 != 0 {
+        if !metadata.is_file() || !only_this_user_writes(&metadata) {
             return None;
         }
         let file = BufReader::new(File::open(path).ok()?);
@@ -290,6 +286,13 @@ impl Kallsyms {
     pub fn is_empty(&self) -> bool {
         self.symbols.is_empty()
     }
+}
+
+/// Whether the file or directory is this user's and neither its group nor others may write it.
+fn only_this_user_writes(metadata: &fs::Metadata) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    metadata.uid() == euid && metadata.mode() & 0o022 == 0
 }
 
 /// Reads the cache file's fields in order; `left` is what the file still holds.

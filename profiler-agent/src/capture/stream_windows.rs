@@ -166,6 +166,7 @@ impl StreamWindows {
     }
 
     /// Windows kept.
+    #[cfg(test)]
     pub fn window_count(&self) -> usize {
         self.windows
     }

@@ -338,11 +338,11 @@ where
 /// and preallocated memory (about 1 KiB per stack entry) stays proportional to the machine.
 fn map_capacity(cpus: usize, frequency_hz: u64) -> u32 {
     let per_interval = (cpus as u64).saturating_mul(frequency_hz).saturating_mul(2);
-    let wanted = per_interval.saturating_mul(2).clamp(
+    power_of_two_within(
+        per_interval.saturating_mul(2),
         u64::from(MIN_MAP_ENTRIES),
         u64::from(COUNTS_MAX_ENTRIES.max(STACKS_MAX_ENTRIES)) * 8,
-    );
-    u32::try_from(wanted.next_power_of_two()).unwrap_or(u32::MAX)
+    )
 }
 
 /// Bytes of the HTTP capture's ring buffer: 1 MiB per possible CPU (records come from all of
@@ -350,10 +350,17 @@ fn map_capacity(cpus: usize, frequency_hz: u64) -> u32 {
 /// into the agent (so records never wrap) and its RSS counts them twice: on a small node the
 /// ring was the largest part of an idle agent's memory at 4 MiB.
 fn http_ring_bytes(possible_cpus: usize) -> u32 {
-    let wanted = (possible_cpus as u64)
-        .saturating_mul(1 << 20)
-        .clamp(u64::from(HTTP_EVENTS_BYTES), 64 << 20);
-    u32::try_from(wanted.next_power_of_two()).unwrap_or(64 << 20)
+    power_of_two_within(
+        (possible_cpus as u64).saturating_mul(1 << 20),
+        u64::from(HTTP_EVENTS_BYTES),
+        64 << 20,
+    )
+}
+
+/// `wanted` held within `min..=max` (powers of two below `u32::MAX`), rounded up to a power of
+/// two: map sizes the kernel takes.
+fn power_of_two_within(wanted: u64, min: u64, max: u64) -> u32 {
+    u32::try_from(wanted.clamp(min, max).next_power_of_two()).unwrap_or(u32::MAX)
 }
 
 /// Smallest counts/stack map.

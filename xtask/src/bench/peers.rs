@@ -278,8 +278,6 @@ fn install_collapser() -> Result<PathBuf> {
 /// user frames only when it prints its map at exit, from the live process's mappings.
 fn run_tool(setup: &Setup, tool: Tool) -> Result<PipelineRun> {
     let mut workload = Workload::start(&setup.burn3, &setup.dir, setup.seconds)?;
-    // Let burn3 start before the tool looks at the processes.
-    thread::sleep(Duration::from_millis(200));
     let xtask_rss_kib = own_status_kib("VmRSS")?;
     let started = Instant::now();
     let pipeline = match tool {
@@ -340,7 +338,6 @@ fn kallsyms_cache_cost(setup: &Setup, repeats: usize) -> Result<CacheCost> {
     let mut cost = CacheCost::default();
     for _ in 0..repeats {
         let mut workload = Workload::start(&setup.burn3, &setup.dir, SECONDS * 3)?;
-        thread::sleep(Duration::from_millis(200));
         if setup.kallsyms_cache.exists() {
             fs::remove_dir_all(&setup.kallsyms_cache)
                 .with_context(|| format!("removing {}", setup.kallsyms_cache.display()))?;
@@ -587,6 +584,7 @@ struct Workload {
 }
 
 impl Workload {
+    /// Starts burn3 and gives it 200 ms to start before a tool looks at the processes.
     fn start(binary: &Path, dir: &Path, seconds: u64) -> Result<Workload> {
         // burn3's argument is CPU seconds; it is stopped once the tool is done.
         let child = Command::new(binary)
@@ -595,6 +593,7 @@ impl Workload {
             .stdout(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
+        thread::sleep(Duration::from_millis(200));
         Ok(Workload { child })
     }
 

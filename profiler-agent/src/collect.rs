@@ -131,8 +131,9 @@ impl std::fmt::Display for LinkCounts {
         write!(
             f,
             "http/2 server samples: {} linked to the stream their thread answered, {} in two \
-             streams at once, {} outside streams, {} waited too long",
-            self.linked, self.ambiguous, self.outside, self.expired
+             streams at once, {} outside streams, {} waited too long; {} stream windows \
+             dropped (too many at once)",
+            self.linked, self.ambiguous, self.outside, self.expired, self.windows_dropped
         )
     }
 }
@@ -157,6 +158,9 @@ pub struct LinkCounts {
     pub outside: u64,
     /// Waited [`MAX_LINK_WAIT_NS`] for a stream still open: not linked.
     pub expired: u64,
+    /// Stream windows the capture published and dropped unused (more were kept at once than
+    /// `StreamWindows` holds); samples they held are counted as `outside`.
+    pub windows_dropped: u64,
 }
 
 impl Collector {
@@ -225,6 +229,7 @@ impl Collector {
             *self.samples.entry(sample).or_default() += count;
         }
         if let Some(windows) = windows {
+            self.links.windows_dropped = windows.dropped;
             let oldest = still.iter().map(|w| w.time_ns).min().unwrap_or(now_ns);
             windows.forget_before(oldest.min(now_ns));
         }

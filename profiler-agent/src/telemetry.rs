@@ -356,6 +356,13 @@ pub fn agent_metrics(state: &AgentState<'_>) -> Exposition {
         );
     }
     page.counter(
+        "profiler_agent_http2_stream_windows_dropped_total",
+        "HTTP/2 server stream windows dropped before use (too many kept at once); samples \
+         they held went unlinked.",
+        &[],
+        links.windows_dropped,
+    );
+    page.counter(
         "profiler_agent_samples_lost_total",
         "CPU samples lost, by reason.",
         &[("reason", "counts_map_full")],

@@ -225,9 +225,7 @@ fn resident_bytes() -> Option<u64> {
     let mut fields = statm.split_whitespace().skip(1);
     let resident: u64 = fields.next()?.parse().ok()?;
     let shared: u64 = fields.next()?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
-    Some(resident.saturating_sub(shared) * page_size)
+    Some(resident.saturating_sub(shared) * crate::page_size() as u64)
 }
 
 /// Open mapped files above which `prune` starts over (below the usual 1024-fd soft limit

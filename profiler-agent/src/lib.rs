@@ -22,3 +22,10 @@ pub mod signals;
 pub mod symbolize;
 pub mod telemetry;
 pub mod tls;
+
+/// The kernel's page size in bytes.
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).unwrap_or(4096).max(1)
+}

@@ -97,6 +97,7 @@ pub fn run(options: RecordOptions) -> Result<u8> {
         frequency_hz: options.frequency_hz,
         pids: sampler_pids,
         follow_children: options.follow_children,
+        http_capture: options.spans.is_some(),
     })
     .context("cannot start the CPU sampler")
     .and_then(|mut profiler| {

@@ -119,6 +119,7 @@ pub fn run(options: RunOptions) -> Result<()> {
         frequency_hz: options.frequency_hz,
         pids: (!options.pids.is_empty()).then(|| options.pids.clone()),
         follow_children: options.follow_children,
+        http_capture: options.http.is_some(),
     })
     .context("cannot start the CPU sampler")?;
     let (mut capture, mut otlp) = match &options.http {

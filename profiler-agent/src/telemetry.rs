@@ -295,8 +295,7 @@ pub fn process_usage() -> (u64, f64) {
     let field = |index: usize| fields.get(index).and_then(|f| f.parse::<f64>().ok());
     // After the comm, field 3 (state) is index 0, so utime (14) is index 11.
     let cpu = (field(11).unwrap_or(0.0) + field(12).unwrap_or(0.0)) / ticks;
-    // SAFETY: as above.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    let page = crate::page_size() as u64;
     let rss_pages = std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<u64>().ok())

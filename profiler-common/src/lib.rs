@@ -89,6 +89,9 @@ pub const MAP_STATS: &str = "STATS";
 pub const MAP_TRACES_CTX: &str = "traces_ctx_v1";
 /// HTTP connections followed by the capture: [`ConnKey`] → [`HttpExchange`] (LRU).
 pub const MAP_HTTP_CONNS: &str = "HTTP_CONNS";
+/// Arguments of the read/write syscalls threads are inside, kept until the exit: `pid_tgid` →
+/// the syscall's buffer and descriptor (LRU).
+pub const MAP_SYSCALL_ARGS: &str = "SYSCALL_ARGS";
 /// Ring buffer of [`HttpExchange`] records (a header, then `request_len` request bytes) and
 /// [`H2Chunk`] records.
 pub const MAP_HTTP_EVENTS: &str = "HTTP_EVENTS";

@@ -45,9 +45,10 @@ static STACKS_0: HashMap<u64, StackTrace> = HashMap::with_max_entries(STACKS_MAX
 #[map]
 static STACKS_1: HashMap<u64, StackTrace> = HashMap::with_max_entries(STACKS_MAX_ENTRIES, 0);
 
-/// Per-CPU buffer for one stack: too large for the 512-byte BPF stack.
+/// Per-CPU buffers for the user (0) and the kernel (1) stack: too large for the 512-byte BPF
+/// stack.
 #[map]
-static STACK_SCRATCH: PerCpuArray<StackTrace> = PerCpuArray::with_max_entries(1, 0);
+static STACK_SCRATCH: PerCpuArray<StackTrace> = PerCpuArray::with_max_entries(2, 0);
 
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Stat::COUNT, 0);
@@ -64,6 +65,8 @@ fn count(stat: Stat) {
 /// Which stack to capture, with the counters for its outcomes.
 struct StackKind {
     flags: u64,
+    /// Its entry of `STACK_SCRATCH`.
+    scratch: u32,
     none: Stat,
     map_full: Stat,
     capture_failed: Stat,
@@ -71,6 +74,7 @@ struct StackKind {
 
 const USER_STACK: StackKind = StackKind {
     flags: BPF_F_USER_STACK as u64,
+    scratch: 0,
     none: Stat::UserStackNone,
     map_full: Stat::UserStackMapFull,
     capture_failed: Stat::UserStackCaptureFailed,
@@ -78,6 +82,7 @@ const USER_STACK: StackKind = StackKind {
 
 const KERNEL_STACK: StackKind = StackKind {
     flags: 0,
+    scratch: 1,
     none: Stat::KernelStackNone,
     map_full: Stat::KernelStackMapFull,
     capture_failed: Stat::KernelStackCaptureFailed,
@@ -103,21 +108,20 @@ fn hash_frames(trace: &StackTrace) -> u64 {
     }
 }
 
-/// Captures one stack into `stacks` and returns (stack id, error): the id is a hash of the
-/// frames, so an identical stack maps to the same entry and different stacks never collide in
-/// practice.
+/// Copies one stack into its scratch entry and returns (stack id, error). The id is a hash of
+/// the frames, so an identical stack maps to the same entry and different stacks never collide
+/// in practice. Only scalars come back (the entry is looked up again to store it): a pointer
+/// held across the other stack's capture would make the verifier walk that one's hash loop once
+/// per outcome of this one.
 #[inline(always)]
-fn capture_stack(
-    ctx: &PerfEventContext,
-    stacks: &HashMap<u64, StackTrace>,
-    kind: &StackKind,
-) -> (u64, i32) {
-    let Some(trace) = STACK_SCRATCH.get_ptr_mut(0) else {
+fn capture_stack(ctx: &PerfEventContext, kind: &StackKind) -> (u64, i32) {
+    let Some(trace) = STACK_SCRATCH.get_ptr_mut(kind.scratch) else {
         count(kind.capture_failed);
         return (0, stack_error::CAPTURE_FAILED);
     };
-    // SAFETY: `trace` points to this CPU's scratch entry, which nothing else uses while this
-    // program runs; bpf_get_stack writes at most the size given and zeroes the unused tail.
+    // SAFETY: `trace` points to this CPU's scratch entry for this kind, which nothing else uses
+    // while this program runs; bpf_get_stack writes at most the size given and zeroes the
+    // unused tail.
     let copied = unsafe {
         bpf_get_stack(
             ctx.as_ptr(),
@@ -137,7 +141,24 @@ fn capture_stack(
     // SAFETY: as above.
     let trace = unsafe { &mut *trace };
     trace.len = copied as u64 / 8;
-    let id = hash_frames(trace);
+    (hash_frames(trace), 0)
+}
+
+/// Stores a captured stack (its scratch entry) in `stacks` under `id`; returns (stack id,
+/// error) for the sample's key.
+#[inline(always)]
+fn store_stack(
+    stacks: &HashMap<u64, StackTrace>,
+    (id, error): (u64, i32),
+    kind: &StackKind,
+) -> (u64, i32) {
+    if error != 0 {
+        return (0, error);
+    }
+    let Some(trace) = STACK_SCRATCH.get(kind.scratch) else {
+        count(kind.capture_failed);
+        return (0, stack_error::CAPTURE_FAILED);
+    };
     // -EEXIST means this stack is already stored: fine. Anything else means the map is full.
     match stacks.insert(&id, trace, BPF_NOEXIST) {
         Ok(()) => (id, 0),
@@ -173,14 +194,17 @@ fn try_on_cpu_sample(ctx: &PerfEventContext) {
         count(Stat::FilteredOut);
         return;
     }
+    // Both stacks are copied and hashed before a slot's maps are picked: the verifier walks the
+    // hash loops once instead of once per slot (a third of the agent's start-up CPU otherwise).
+    let user = capture_stack(ctx, &USER_STACK);
+    let kernel = capture_stack(ctx, &KERNEL_STACK);
     let (counts, stacks) = if config.active_slot == 0 {
         (&COUNTS_0, &STACKS_0)
     } else {
         (&COUNTS_1, &STACKS_1)
     };
-
-    let (user_stack_id, user_stack_error) = capture_stack(ctx, stacks, &USER_STACK);
-    let (kernel_stack_id, kernel_stack_error) = capture_stack(ctx, stacks, &KERNEL_STACK);
+    let (user_stack_id, user_stack_error) = store_stack(stacks, user, &USER_STACK);
+    let (kernel_stack_id, kernel_stack_error) = store_stack(stacks, kernel, &KERNEL_STACK);
     let mut key = SampleKey {
         pid,
         tid,

@@ -439,6 +439,7 @@ fn check_pid_filter(bpf_stats: Option<&BpfStats>) -> Vec<ProgramReport> {
         frequency_hz: FREQUENCY_HZ,
         pids: Some(vec![own_pid]),
         follow_children: false,
+        http_capture: false,
     };
     let loading = Instant::now();
     let mut sampler = match Sampler::start(&options) {
@@ -525,6 +526,7 @@ fn check_follow_children(bpf_stats: Option<&BpfStats>) -> Vec<ProgramReport> {
         frequency_hz: FREQUENCY_HZ,
         pids: Some(vec![std::process::id()]),
         follow_children: true,
+        http_capture: false,
     };
     let loading = Instant::now();
     let mut sampler = match Sampler::start(&options) {
@@ -643,6 +645,7 @@ fn check_http_capture(bpf_stats: Option<&BpfStats>) -> Vec<ProgramReport> {
         frequency_hz: FREQUENCY_HZ,
         pids: Some(Vec::new()),
         follow_children: false,
+        http_capture: true,
     };
     let mut sampler = match Sampler::start(&options) {
         Ok(sampler) => sampler,

@@ -114,8 +114,7 @@ impl MappingWatcher {
 
     /// Opens the dummy event on each of `cpus`.
     pub fn start_on(cpus: &[u32]) -> io::Result<Self> {
-        // SAFETY: sysconf has no preconditions.
-        let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let page_size = crate::page_size();
         let mut rings = Vec::with_capacity(cpus.len());
         for &cpu in cpus {
             let attr = PerfEventAttr {

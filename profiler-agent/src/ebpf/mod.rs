@@ -25,8 +25,9 @@ use aya::{
 };
 use profiler_common::{
     Config, SampleKey, StackTrace, Stat, COUNTS_MAX_ENTRIES, HTTP_EVENTS_BYTES, MAP_CONFIG,
-    MAP_COUNTS, MAP_H2_SCRATCH, MAP_HTTP_EVENTS, MAP_PID_FILTER, MAP_STACKS, MAP_STATS,
-    PROG_ON_CPU_SAMPLE, PROG_ON_PROCESS_EXIT, PROG_ON_PROCESS_FORK, STACKS_MAX_ENTRIES,
+    MAP_COUNTS, MAP_H2_SCRATCH, MAP_H2_SERVERS, MAP_HTTP_CONNS, MAP_HTTP_EVENTS, MAP_PID_FILTER,
+    MAP_STACKS, MAP_STATS, MAP_SYSCALL_ARGS, MAP_TRACES_CTX, PROG_ON_CPU_SAMPLE,
+    PROG_ON_PROCESS_EXIT, PROG_ON_PROCESS_FORK, STACKS_MAX_ENTRIES,
 };
 
 use crate::caps;
@@ -92,6 +93,8 @@ pub enum SamplerError {
     },
     #[error(transparent)]
     Tracefs(#[from] tracefs::TracefsError),
+    #[error("the HTTP capture was not asked for when the sampler started (`SamplerOptions::http_capture`)")]
+    HttpCaptureNotPrepared,
 }
 
 /// What to sample.
@@ -104,6 +107,10 @@ pub struct SamplerOptions {
     pub pids: Option<Vec<u32>>,
     /// Add children and threads of filtered processes to the filter as they are created.
     pub follow_children: bool,
+    /// Size the HTTP capture's maps so that [`Sampler::start_http_capture`] can be called.
+    /// Without it they get one entry each: they are preallocated kernel memory (~17 MB with a
+    /// 2 MiB ring), and allocating and zeroing them was a fifth of a short recording's CPU.
+    pub http_capture: bool,
 }
 
 /// Samples of one drained slot: counts per key and the stacks they reference.
@@ -138,6 +145,8 @@ pub struct Sampler {
     stats: PerCpuArray<MapData, u64>,
     /// Entries of each counts map.
     counts_capacity: u32,
+    /// [`SamplerOptions::http_capture`].
+    http_capture: bool,
 }
 
 impl Sampler {
@@ -155,11 +164,24 @@ impl Sampler {
         for name in MAP_COUNTS.iter().chain(&MAP_STACKS) {
             loader.map_max_entries(name, capacity);
         }
-        // Indexed by CPU id: one entry per possible CPU (ids of CPUs brought online later too).
-        let possible =
-            aya::util::nr_cpus().map_err(|(what, source)| SamplerError::Cpus { what, source })?;
-        loader.map_max_entries(MAP_H2_SCRATCH, possible as u32);
-        loader.map_max_entries(MAP_HTTP_EVENTS, http_ring_bytes(possible));
+        if options.http_capture {
+            // Indexed by CPU id: one entry per possible CPU (ids of CPUs brought online later
+            // too).
+            let possible = aya::util::nr_cpus()
+                .map_err(|(what, source)| SamplerError::Cpus { what, source })?;
+            loader.map_max_entries(MAP_H2_SCRATCH, possible as u32);
+            loader.map_max_entries(MAP_HTTP_EVENTS, http_ring_bytes(possible));
+        } else {
+            for name in HTTP_CAPTURE_MAPS {
+                loader.map_max_entries(name, 1);
+            }
+            // The smallest ring the kernel takes.
+            loader.map_max_entries(MAP_HTTP_EVENTS, crate::page_size() as u32);
+        }
+        if options.pids.is_none() {
+            // Not read unless `Config::filter_pids` is set.
+            loader.map_max_entries(MAP_PID_FILTER, 1);
+        }
         let mut ebpf = loader
             .load(EBPF_OBJECT)
             .map_err(|source| SamplerError::Load {
@@ -234,12 +256,16 @@ impl Sampler {
             stacks,
             stats,
             counts_capacity: capacity,
+            http_capture: options.http_capture,
         })
     }
 
     /// Attaches the HTTP capture's programs (syscall tracepoints) and turns the capture on; the
     /// sampler then labels samples with the request their thread serves. Call once.
     pub fn start_http_capture(&mut self) -> Result<HttpEvents, SamplerError> {
+        if !self.http_capture {
+            return Err(SamplerError::HttpCaptureNotPrepared);
+        }
         tracefs::ensure_mounted()?;
         let events = http_events::attach(&mut self.ebpf)?;
         self.config.http_enabled = 1;
@@ -362,6 +388,16 @@ fn http_ring_bytes(possible_cpus: usize) -> u32 {
 fn power_of_two_within(wanted: u64, min: u64, max: u64) -> u32 {
     u32::try_from(wanted.clamp(min, max).next_power_of_two()).unwrap_or(u32::MAX)
 }
+
+/// The HTTP capture's hash maps, one entry each when it is off: the sampler reads the trace
+/// contexts and the HTTP/2 servers, which then stay empty, and no other program that uses them
+/// is loaded. (aya ignores a size given for a name the object lacks: a test checks them.)
+const HTTP_CAPTURE_MAPS: [&str; 4] = [
+    MAP_TRACES_CTX,
+    MAP_H2_SERVERS,
+    MAP_HTTP_CONNS,
+    MAP_SYSCALL_ARGS,
+];
 
 /// Smallest counts/stack map.
 const MIN_MAP_ENTRIES: u32 = 1024;
@@ -549,7 +585,7 @@ mod tests {
             (MAP_COUNTS[1], HASH, key, 8, COUNTS_MAX_ENTRIES),
             (MAP_STACKS[0], HASH, 8, trace, STACKS_MAX_ENTRIES),
             (MAP_STACKS[1], HASH, 8, trace, STACKS_MAX_ENTRIES),
-            (MAP_STACK_SCRATCH, PERCPU_ARRAY, 4, trace, 1),
+            (MAP_STACK_SCRATCH, PERCPU_ARRAY, 4, trace, 2),
             (MAP_STATS, PERCPU_ARRAY, 4, 8, Stat::COUNT),
             (
                 MAP_TRACES_CTX,
@@ -568,6 +604,12 @@ mod tests {
             (MAP_HTTP_EVENTS, RINGBUF, 0, 0, HTTP_EVENTS_BYTES),
             (MAP_H2_SERVERS, LRU_HASH, 4, 1, H2_SERVERS_MAX_ENTRIES),
         ];
+        for name in HTTP_CAPTURE_MAPS {
+            assert!(
+                object.maps.contains_key(name),
+                "map {name} missing from the object"
+            );
+        }
         for (name, map_type, key_size, value_size, max_entries) in expected {
             let map = object
                 .maps

@@ -136,8 +136,12 @@ def check_agent(daemonset, origin, mode, expect_auth, extra_caps=()):
     )
     security = container.get("securityContext", {})
     mounts = {mount["mountPath"]: mount for mount in container.get("volumeMounts", [])}
-    for path in ["/sys/kernel/tracing", "/sys/fs/bpf"]:
+    for path in ["/sys/kernel/tracing", "/sys/fs/bpf", "/run/profiler-agent"]:
         check(path in mounts, f"{origin}: the agent must mount {path}")
+    check(
+        mounts.get("/run/profiler-agent", {}).get("readOnly") is not True,
+        f"{origin}: the kernel symbol cache must be writable",
+    )
     hostpaths = {
         volume["name"]: volume["hostPath"]["path"]
         for volume in spec.get("volumes", [])

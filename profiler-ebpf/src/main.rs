@@ -195,7 +195,8 @@ fn try_on_cpu_sample(ctx: &PerfEventContext) {
         return;
     }
     // Both stacks are copied and hashed before a slot's maps are picked: the verifier walks the
-    // hash loops once instead of once per slot (a third of the agent's start-up CPU otherwise).
+    // hash loops once instead of once per slot (7.3k instructions verified at each load instead
+    // of 12.6k).
     let user = capture_stack(ctx, &USER_STACK);
     let kernel = capture_stack(ctx, &KERNEL_STACK);
     let (counts, stacks) = if config.active_slot == 0 {

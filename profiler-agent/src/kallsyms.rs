@@ -17,20 +17,14 @@ use std::{
     fs::{self, File},
     io::{self, BufRead, BufReader, Write},
     ops::{Deref, Range},
-    os::unix::{
-        fs::{DirBuilderExt, MetadataExt, OpenOptionsExt},
-        io::AsRawFd,
-    },
     path::Path,
 };
 
+use crate::cache;
+
 /// Where the running kernel lists its symbols.
 const KALLSYMS: &str = "/proc/kallsyms";
-/// The cache's directory: tmpfs, emptied at boot, root's only (kernel addresses would undo
-/// KASLR for anyone who read them).
-const CACHE_DIR: &str = "/run/profiler-agent";
-/// Environment variable naming another cache directory, or `off` for none.
-pub const CACHE_ENV: &str = "PROFILER_KALLSYMS_CACHE";
+/// The table's file in the agent's cache directory.
 const CACHE_FILE: &str = "kallsyms.v2";
 /// The previous format's file (read whole into the heap), removed when a new cache is written.
 const OLD_CACHE_FILE: &str = "kallsyms.v1";
@@ -54,7 +48,7 @@ pub struct Kallsyms {
 /// A table's bytes: built in the heap from `/proc/kallsyms`, or the cache file mapped.
 enum Bytes {
     Owned(Vec<u8>),
-    Mapped(Mapping),
+    Mapped(cache::Mapping),
 }
 
 impl Default for Bytes {
@@ -80,59 +74,6 @@ impl fmt::Debug for Bytes {
             Bytes::Mapped(_) => "mapped",
         };
         write!(f, "{kind} {} bytes", self.len())
-    }
-}
-
-/// A whole file mapped read-only and private.
-///
-/// The cache file is never changed in place (a new one is written aside and renamed over it),
-/// so the mapped pages stay what was checked. Only its owner could shorten it under the agent
-/// (the file is read only when nobody else may write it); a read past the new end would then
-/// kill the agent with SIGBUS.
-struct Mapping {
-    ptr: *mut libc::c_void,
-    len: usize,
-}
-
-// SAFETY: the mapping is read-only and owned by this value; shared references only read it.
-unsafe impl Send for Mapping {}
-// SAFETY: as above.
-unsafe impl Sync for Mapping {}
-
-impl Mapping {
-    /// Maps the first `len` bytes of `file` (`len` > 0).
-    fn of(file: &File, len: usize) -> io::Result<Mapping> {
-        // SAFETY: a new private read-only mapping of an open descriptor; the kernel checks the
-        // arguments and the result is checked below.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_PRIVATE,
-                file.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Mapping { ptr, len })
-    }
-}
-
-impl Deref for Mapping {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        // SAFETY: `ptr` maps `len` readable bytes for as long as `self` lives.
-        unsafe { std::slice::from_raw_parts(self.ptr.cast(), self.len) }
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly what `of` mapped; no slice of it outlives `self`.
-        unsafe { libc::munmap(self.ptr, self.len) };
     }
 }
 
@@ -221,13 +162,12 @@ impl Kallsyms {
         }
     }
 
-    /// The table from the cache (in `$PROFILER_KALLSYMS_CACHE`, else `/run/profiler-agent`;
-    /// none when that is `off`) or from `/proc/kallsyms`.
+    /// The table from the agent's cache (see [`cache::dir`]; none when that is `off`) or from
+    /// `/proc/kallsyms`.
     pub fn load_default() -> io::Result<Kallsyms> {
-        match std::env::var_os(CACHE_ENV) {
-            Some(value) if value == "off" => Kallsyms::load(),
-            Some(dir) if !dir.is_empty() => Kallsyms::load_cached(Path::new(&dir)),
-            _ => Kallsyms::load_cached(Path::new(CACHE_DIR)),
+        match cache::dir() {
+            Some(dir) => Kallsyms::load_cached(&dir),
+            None => Kallsyms::load(),
         }
     }
 
@@ -283,17 +223,7 @@ impl Kallsyms {
     /// length (u64 each), then the table's entries and names as [`Kallsyms`] holds them. All
     /// integers little-endian.
     fn write_cache(&self, dir: &Path, key: &CacheKey) -> io::Result<()> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
-        let metadata = fs::symlink_metadata(dir)?;
-        if !metadata.is_dir() || !only_this_user_writes(&metadata) {
-            return Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                format!("{} is not a directory only this user writes", dir.display()),
-            ));
-        }
+        cache::prepare_dir(dir)?;
         let mut out = Vec::with_capacity(key.modules.len() + 4096);
         out.extend_from_slice(CACHE_MAGIC);
         for field in [key.boot_id.as_bytes(), key.modules.as_bytes()] {
@@ -308,39 +238,19 @@ impl Kallsyms {
         }
         out.extend_from_slice(&(self.len() as u64).to_le_bytes());
         out.extend_from_slice(&(self.names.len() as u64).to_le_bytes());
-        let aside = dir.join(format!("{CACHE_FILE}.{}", std::process::id()));
-        let written = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&aside)
-            .and_then(|mut file| {
-                file.write_all(&out)?;
-                file.write_all(&self.bytes[self.symbols.clone()])?;
-                file.write_all(&self.bytes[self.names.clone()])
-            });
-        match written.and_then(|()| fs::rename(&aside, dir.join(CACHE_FILE))) {
-            Ok(()) => {
-                let _ = fs::remove_file(dir.join(OLD_CACHE_FILE));
-                Ok(())
-            }
-            Err(error) => {
-                let _ = fs::remove_file(&aside);
-                Err(error)
-            }
-        }
+        cache::write_replacing(dir, CACHE_FILE, |file| {
+            file.write_all(&out)?;
+            file.write_all(&self.bytes[self.symbols.clone()])?;
+            file.write_all(&self.bytes[self.names.clone()])
+        })?;
+        let _ = fs::remove_file(dir.join(OLD_CACHE_FILE));
+        Ok(())
     }
 
     /// The cached table at `path`, mapped, if it was written for `key` by this user and nobody
     /// else could have written it; `None` for anything else (missing, stale, foreign, cut).
     fn read_cache(path: &Path, key: &CacheKey) -> Option<Kallsyms> {
-        let metadata = fs::symlink_metadata(path).ok()?;
-        if !metadata.is_file() || !only_this_user_writes(&metadata) || metadata.len() == 0 {
-            return None;
-        }
-        let file = File::open(path).ok()?;
-        let mapping = Mapping::of(&file, usize::try_from(metadata.len()).ok()?).ok()?;
-        Kallsyms::decode_cache(Bytes::Mapped(mapping), key)
+        Kallsyms::decode_cache(Bytes::Mapped(cache::map_trusted(path)?), key)
     }
 
     /// A table over a cache file's bytes; `None` unless they were written for `key` and their
@@ -432,13 +342,6 @@ impl Kallsyms {
     }
 }
 
-/// Whether the file or directory is this user's and neither its group nor others may write it.
-fn only_this_user_writes(metadata: &fs::Metadata) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    metadata.uid() == euid && metadata.mode() & 0o022 == 0
-}
-
 /// Reads a cache file's header fields in order.
 struct Cursor<'a> {
     bytes: &'a [u8],
@@ -472,6 +375,7 @@ impl<'a> Cursor<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     const TEXT: &str = "\
 ffffffff81000000 T _stext

@@ -4,9 +4,11 @@
 //! SVG). [`record`] owns the loop of `profiler-agent record`.
 
 pub mod agent;
+pub mod cache;
 pub mod caps;
 pub mod capture;
 pub mod collect;
+pub mod debug_file;
 pub mod ebpf;
 pub mod encode;
 pub mod export;

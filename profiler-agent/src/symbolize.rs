@@ -16,6 +16,7 @@ use blazesym::symbolize::{
 
 use crate::{
     collect::{Collector, RawSample, RawStack},
+    debug_file::{DebugDirs, SeparateDebug},
     kallsyms::Kallsyms,
     process::{FileId, MapEntry, PerfMap},
     profile::{Line, Location, LocationId, Mapping, MappingId, Profile, Sample, UNKNOWN_FUNCTION},
@@ -47,6 +48,9 @@ pub struct Symbolizer {
     blazesym: Blazesym,
     /// (file, file offset) → lines, innermost first.
     user_cache: HashMap<(FileId, u64), Option<Vec<Line>>>,
+    debug_dirs: DebugDirs,
+    /// Each file's separate debug file, looked up at its first frame.
+    separate_debug: HashMap<FileId, Option<SeparateDebug>>,
     kernel_cache: HashMap<u64, Option<Vec<Line>>>,
     /// The kernel's symbols, read at the first kernel frame.
     kallsyms: Option<Kallsyms>,
@@ -72,14 +76,23 @@ enum UserTarget<'a> {
 }
 
 impl Symbolizer {
+    /// Looks for debug files in the default directories and keeps decompressed copies in the
+    /// agent's cache (see [`DebugDirs::default`]).
     pub fn new() -> Self {
+        Self::with_debug_dirs(DebugDirs::default())
+    }
+
+    pub fn with_debug_dirs(debug_dirs: DebugDirs) -> Self {
         Symbolizer {
             blazesym: Blazesym::builder()
                 .enable_code_info(true)
                 .enable_inlined_fns(true)
                 .enable_demangling(true)
+                .set_debug_dirs(Some(&debug_dirs.dirs))
                 .build(),
             user_cache: HashMap::new(),
+            debug_dirs,
+            separate_debug: HashMap::new(),
             kernel_cache: HashMap::new(),
             kallsyms: None,
             perf_maps: HashMap::new(),
@@ -253,12 +266,29 @@ impl Symbolizer {
         }
         for (file, offsets) in wanted {
             let offsets: Vec<u64> = offsets.into_iter().collect();
-            let path = collector.processes.file(file).access_path();
-            let source = Source::Elf(Elf::new(path));
-            let results = self
-                .blazesym
-                .symbolize(&source, Input::FileOffset(&offsets))
-                .unwrap_or_default();
+            let open = collector.processes.file(file);
+            let path = open.access_path();
+            let separate = self.separate_debug.entry(file).or_insert_with(|| {
+                let build_id = open.build_id.as_deref()?;
+                SeparateDebug::find(&path, build_id, &self.debug_dirs)
+            });
+            let results = match separate {
+                // The debug file's addresses; an offset outside the binary's segments (none
+                // should be) becomes one no symbol covers.
+                Some(debug) => {
+                    let addresses: Vec<u64> = offsets
+                        .iter()
+                        .map(|&offset| debug.virtual_address(offset).unwrap_or(u64::MAX))
+                        .collect();
+                    let source = Source::Elf(Elf::new(&debug.path));
+                    self.blazesym
+                        .symbolize(&source, Input::VirtOffset(&addresses))
+                }
+                None => self
+                    .blazesym
+                    .symbolize(&Source::Elf(Elf::new(path)), Input::FileOffset(&offsets)),
+            }
+            .unwrap_or_default();
             for (index, offset) in offsets.iter().enumerate() {
                 let lines = match results.get(index) {
                     Some(Symbolized::Sym(sym)) => Some(lines_of(sym)),
@@ -552,6 +582,73 @@ mod tests {
             }
         );
         assert!((stats.ratio() - 0.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_stripped_binary_is_symbolized_from_its_separate_debug_file() {
+        let fixture = crate::debug_file::tests::Fixture::new("symbolizer");
+        let mut child = std::process::Command::new(&fixture.binary)
+            .arg("wait")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("fixture runs");
+        let pid = child.id();
+        let (_, work) = fixture
+            .functions()
+            .into_iter()
+            .find(|(name, _)| name == "fixture_work")
+            .expect("fixture_work");
+        // Where the child mapped fixture_work (its text mapping, once exec is done).
+        let binary = fixture.binary.to_string_lossy().into_owned();
+        let mut address = None;
+        for _ in 0..500 {
+            let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+            address = maps.lines().find_map(|line| {
+                let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+                let (start, _) = fields.first()?.split_once('-')?;
+                let start = u64::from_str_radix(start, 16).ok()?;
+                let offset = u64::from_str_radix(fields.get(2)?, 16).ok()?;
+                (fields.get(5) == Some(&binary.as_str()) && fields[1].contains('x'))
+                    .then(|| start + work.start - offset)
+            });
+            if address.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let address = address.expect("the fixture's text mapped");
+        let mut collector = Collector::default();
+        collector.absorb(Drained {
+            counts: vec![(test_key(pid, pid, "fixture", 1, 0), 3)],
+            stacks: HashMap::from([(1, vec![address])]),
+            read_errors: 0,
+        });
+        let cache = fixture.dir.join("cache");
+        let mut symbolizer = Symbolizer::with_debug_dirs(DebugDirs {
+            dirs: fixture.debug_dirs.clone(),
+            cache: Some(cache.clone()),
+        });
+        let (profile, stats) = symbolizer.symbolize(&collector, 0, 0, 1);
+        drop(child.stdin.take());
+        child.wait().expect("fixture exits");
+
+        assert_eq!(stats.symbolized, 3);
+        let leaf = &profile.locations[profile.samples[0].stack[0]];
+        let line = leaf.lines.last().expect("lines");
+        assert_eq!(line.function, "fixture_work");
+        assert!(
+            line.file
+                .as_deref()
+                .is_some_and(|file| file.ends_with("fixture.c"))
+                && line.line > 0,
+            "{line:?}"
+        );
+        // Read through the decompressed copy, not blazesym's own lookup by debug link.
+        assert!(cache
+            .join("debug")
+            .join(format!("{}.debug", fixture.build_id))
+            .is_file());
     }
 
     #[test]

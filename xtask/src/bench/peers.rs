@@ -115,9 +115,10 @@ struct Setup<'a> {
     burn3: PathBuf,
     dir: PathBuf,
     seconds: u64,
-    /// The agent's kernel symbol cache (`PROFILER_KALLSYMS_CACHE`): filled before the repeats,
-    /// so every measured run of ours starts as every run but the first of a boot does.
-    kallsyms_cache: PathBuf,
+    /// The agent's cache (`PROFILER_CACHE`: the kernel's symbol table, decompressed debug
+    /// files): filled before the repeats, so every measured run of ours starts as every run but
+    /// the first of a boot does.
+    cache: PathBuf,
 }
 
 /// Runs the entry and returns its section of BENCHMARKS.md (without the heading). A peer that
@@ -143,21 +144,21 @@ pub fn run(
             .arg(root.join("tests/fixtures/burn3.c")),
     )?;
     let (mut unavailable, collapser) = install_peers();
-    let kallsyms_cache = dir.join("kallsyms-cache");
+    let cache = dir.join("agent-cache");
     let setup = Setup {
         agent,
         collapser,
         burn3,
         dir,
         seconds,
-        kallsyms_cache,
+        cache,
     };
     if smoke {
         if let Some((tool, reason)) = unavailable.iter().next() {
             bail!("{} cannot run: {reason}", tool.name());
         }
     }
-    let cache_cost = kallsyms_cache_cost(&setup, repeats)?;
+    let cache_cost = cache_cost_of(&setup, repeats)?;
     let mut repeat_runs: Vec<BTreeMap<Tool, PipelineRun>> = Vec::new();
     for repeat in 0..repeats {
         let mut runs = BTreeMap::new();
@@ -329,18 +330,19 @@ struct Pipeline {
     workload_samples: Option<u64>,
 }
 
-/// CPU of short recordings of ours (burn3 running) without, then with, the kernel symbol
-/// cache: what reading `/proc/kallsyms` costs the first run of a boot. Once per repeat. The
-/// table is read at the first kernel frame, and burn3 enters the kernel rarely (about 1 % of
-/// its samples): 5 s make a recording without any kernel frame unlikely.
-fn kallsyms_cache_cost(setup: &Setup, repeats: usize) -> Result<CacheCost> {
+/// CPU of short recordings of ours (burn3 running) without, then with, the agent's cache:
+/// what reading `/proc/kallsyms` and decompressing separate debug files (libc's, here) cost the
+/// first run of a boot. Once per repeat. The kernel's table is read at the first kernel frame,
+/// and burn3 enters the kernel rarely (about 1 % of its samples): 5 s make a recording without
+/// any kernel frame unlikely.
+fn cache_cost_of(setup: &Setup, repeats: usize) -> Result<CacheCost> {
     const SECONDS: u64 = 5;
     let mut cost = CacheCost::default();
     for _ in 0..repeats {
         let mut workload = Workload::start(&setup.burn3, &setup.dir, SECONDS * 3)?;
-        if setup.kallsyms_cache.exists() {
-            fs::remove_dir_all(&setup.kallsyms_cache)
-                .with_context(|| format!("removing {}", setup.kallsyms_cache.display()))?;
+        if setup.cache.exists() {
+            fs::remove_dir_all(&setup.cache)
+                .with_context(|| format!("removing {}", setup.cache.display()))?;
         }
         let cold = run_ours(setup, SECONDS, "ours-cold")?;
         let warm = run_ours(setup, SECONDS, "ours-warm")?;
@@ -352,7 +354,7 @@ fn kallsyms_cache_cost(setup: &Setup, repeats: usize) -> Result<CacheCost> {
     Ok(cost)
 }
 
-/// See [`kallsyms_cache_cost`].
+/// See [`cache_cost_of`].
 #[derive(Default)]
 struct CacheCost {
     seconds: u64,
@@ -367,7 +369,7 @@ fn run_ours(setup: &Setup, seconds: u64, name: &str) -> Result<Pipeline> {
     let log = setup.dir.join(format!("{name}.log"));
     reset_peak_rss()?;
     let child = Command::new(setup.agent)
-        .env("PROFILER_KALLSYMS_CACHE", &setup.kallsyms_cache)
+        .env("PROFILER_CACHE", &setup.cache)
         .args(["record", "--all", "--quiet", "--frequency"])
         .arg(SAMPLE_FREQUENCY_HZ.to_string())
         .arg("--duration")

@@ -2,7 +2,8 @@
 //! frames with [`Kallsyms`]) and builds the [`Profile`]. User addresses are first normalized to
 //! (file, file offset) with the mappings the collector captured, so processes that have exited
 //! since are still symbolized; results are cached per file and offset, so a library shared by
-//! many processes is read once.
+//! many processes is read once. A stripped file whose debug file is installed by build id is
+//! read through that debug file ([`crate::debug_file`]).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -82,6 +83,8 @@ impl Symbolizer {
         Self::with_debug_dirs(DebugDirs::default())
     }
 
+    /// Looks for separate debug files in `debug_dirs.dirs` (blazesym's debug-link lookup too)
+    /// and keeps decompressed copies in `debug_dirs.cache`.
     pub fn with_debug_dirs(debug_dirs: DebugDirs) -> Self {
         Symbolizer {
             blazesym: Blazesym::builder()

@@ -23,6 +23,7 @@ use crate::{
     http_capture::{CaptureSinks, HttpCapture},
     metadata::Metadata,
     signals,
+    symbolize::SymbolizeStats,
 };
 
 /// How often the kernel maps are drained (and new processes' mappings read).
@@ -240,7 +241,7 @@ pub fn run(options: RecordOptions) -> Result<u8> {
         kernel,
         losses,
         read_errors,
-        symbolized_ratio: symbolized.ratio(),
+        symbolized,
         processes_missed,
         mapping_events_lost,
     };
@@ -516,7 +517,7 @@ struct Summary {
     kernel: KernelStats,
     losses: std::collections::HashMap<StackLoss, u64>,
     read_errors: u64,
-    symbolized_ratio: f64,
+    symbolized: SymbolizeStats,
     processes_missed: u64,
     mapping_events_lost: u64,
 }
@@ -569,8 +570,16 @@ impl std::fmt::Display for Summary {
         write!(
             f,
             "frames symbolized: {:.1}%",
-            self.symbolized_ratio * 100.0
+            self.symbolized.ratio() * 100.0
         )?;
+        let unmapped = self.symbolized.unmapped_ratio() * 100.0;
+        if unmapped >= 1.0 {
+            write!(
+                f,
+                " ({unmapped:.1}% outside every mapping of their process: mostly stacks walked \
+                 through code built without frame pointers)"
+            )?;
+        }
         if self.mapping_events_lost > 0 {
             write!(f, " ({} mapping events lost)", self.mapping_events_lost)?;
         }

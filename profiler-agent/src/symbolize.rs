@@ -31,15 +31,28 @@ pub const KERNEL_MAPPING: &str = "[kernel.kallsyms]";
 pub struct SymbolizeStats {
     pub frames: u64,
     pub symbolized: u64,
+    /// User frames at an address no mapping of their process holds: mostly what walking frame
+    /// pointers through code built without them gives, or frames of a process whose mappings
+    /// were never read.
+    pub unmapped: u64,
 }
 
 impl SymbolizeStats {
     /// Share of frames symbolized, 0..=1 (1 when there were no frames).
     pub fn ratio(&self) -> f64 {
+        self.share(self.symbolized, 1.0)
+    }
+
+    /// Share of frames outside every mapping, 0..=1 (0 when there were no frames).
+    pub fn unmapped_ratio(&self) -> f64 {
+        self.share(self.unmapped, 0.0)
+    }
+
+    fn share(&self, part: u64, when_empty: f64) -> f64 {
         if self.frames == 0 {
-            1.0
+            when_empty
         } else {
-            self.symbolized as f64 / self.frames as f64
+            part as f64 / self.frames as f64
         }
     }
 }
@@ -149,6 +162,9 @@ impl Symbolizer {
                         stats.frames += count;
                         if lines.is_some() {
                             stats.symbolized += count;
+                        }
+                        if mapping.is_none() {
+                            stats.unmapped += count;
                         }
                         stack.push(builder.user_location(sample.pid, addr, lines, mapping));
                     }
@@ -574,17 +590,24 @@ mod tests {
             .last()
             .and_then(|l| l.file.clone())
             .unwrap_or_default();
-        assert!(file.ends_with("symbolize.rs"), "file {file}");
+        // The file comes from DWARF, which the test binary has unless built with the release
+        // profile (it strips debug info).
+        let exe = std::fs::read("/proc/self/exe").expect("own binary");
+        let has_dwarf = object::read::elf::ElfFile64::<object::Endianness>::parse(exe.as_slice())
+            .is_ok_and(|elf| object::Object::section_by_name(&elf, ".debug_info").is_some());
+        assert!(!has_dwarf || file.ends_with("symbolize.rs"), "file {file}");
         let caller = &profile.locations[sample.stack[1]];
         assert_eq!(caller.lines[0].function, UNKNOWN_FUNCTION);
         assert_eq!(
             stats,
             SymbolizeStats {
                 frames: 10,
-                symbolized: 5
+                symbolized: 5,
+                unmapped: 5,
             }
         );
         assert!((stats.ratio() - 0.5).abs() < 1e-9);
+        assert!((stats.unmapped_ratio() - 0.5).abs() < 1e-9);
     }
 
     #[test]

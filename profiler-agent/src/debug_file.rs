@@ -220,11 +220,9 @@ fn is_decompressed_copy(copy: &[u8], id: &[u8]) -> bool {
         && elf.elf_section_table().iter().all(|section| {
             section.sh_flags(endian) & u64::from(SHF_COMPRESSED) == 0
                 && (section.sh_type(endian) == SHT_NOBITS
-                    || section.file_range(endian).is_none_or(|(offset, size)| {
-                        offset
-                            .checked_add(size)
-                            .is_some_and(|end| end <= copy.len() as u64)
-                    }))
+                    || section
+                        .file_range(endian)
+                        .is_none_or(|(offset, size)| file_range(offset, size, copy).is_ok()))
         })
 }
 

@@ -308,7 +308,7 @@ impl ProcessTable {
 
 /// Parses one line of `/proc/PID/maps`, keeping executable mappings only:
 /// `7f3c..-7f3c.. r-xp 00001000 08:01 1234   /usr/lib/x86_64-linux-gnu/libc.so.6`.
-fn parse_maps_line(line: &str) -> Option<MapEntry> {
+pub(crate) fn parse_maps_line(line: &str) -> Option<MapEntry> {
     let mut fields = line.splitn(6, ' ');
     let range = fields.next()?;
     let perms = fields.next()?;

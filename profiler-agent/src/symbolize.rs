@@ -630,14 +630,11 @@ mod tests {
         let mut address = None;
         for _ in 0..500 {
             let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-            address = maps.lines().find_map(|line| {
-                let fields: Vec<&str> = line.split_ascii_whitespace().collect();
-                let (start, _) = fields.first()?.split_once('-')?;
-                let start = u64::from_str_radix(start, 16).ok()?;
-                let offset = u64::from_str_radix(fields.get(2)?, 16).ok()?;
-                (fields.get(5) == Some(&binary.as_str()) && fields[1].contains('x'))
-                    .then(|| start + work.start - offset)
-            });
+            address = maps
+                .lines()
+                .filter_map(crate::process::parse_maps_line)
+                .find(|entry| entry.path == binary)
+                .map(|entry| entry.start + work.start - entry.offset);
             if address.is_some() {
                 break;
             }
